@@ -1,0 +1,232 @@
+"""The Python API and the edge of the system: here — and only here — the clock is read, the store and
+data root are opened, code and sources are observed. Everything is then handed, as values, to the pure
+planner and to the executor. The CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .clock import Clock, clock_from_env
+from .codeversion import code_version
+from .config import ConfigSource, bind_config, read_config
+from .definitions import AssetDef, Definitions
+from .errors import Interrupted, PartitionError, SelectionError, UsageError
+from .executors import Executor, ThreadExecutor
+from .graph import AssetGraph
+from .layout import Layout
+from .lineage import LineageStore
+from .planner import Observed, Plan, PlanRequest, plan as make_plan
+from .ranges import parse_partition_filters, select_partitions
+from .results import RunResult, StepResultModel
+from .runlock import acquire
+from .scheduler import Coordinator
+from .selection import select_assets
+from .sources import observe_sources
+from .values import ValueStore
+
+Partitions = str | Sequence[str] | None
+
+
+@dataclass
+class Project:
+    """Definitions bound to a store, a data root and a clock: everything a command needs."""
+
+    defs: Definitions
+    graph: AssetGraph
+    store: LineageStore
+    values: ValueStore
+    clock: Clock
+
+    @property
+    def now(self) -> datetime:
+        """The clock reading for this command."""
+        return self._now
+
+    def __post_init__(self) -> None:
+        self._now = self.clock.now()
+
+
+def open_project(defs: Definitions, *, store: str | os.PathLike[str] | None = None, data: str | None = None,
+                 storage_options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> Project:
+    """Resolve the store and data locations (argument, then environment, then project default)."""
+    if not isinstance(defs, Definitions):
+        raise UsageError(f"expected af.Definitions, got {type(defs).__name__}")
+    graph = AssetGraph(defs)
+    root = defs.root
+    store_path = store or os.environ.get("ASSETFLOW_STORE") or root / ".assetflow" / "lineage.duckdb"
+    data_url = data or os.environ.get("ASSETFLOW_DATA") or str(root / ".assetflow" / "data")
+    return Project(defs, graph, LineageStore(Path(store_path)), ValueStore(str(data_url), dict(storage_options or {})),
+                   clock or clock_from_env())
+
+
+def _is_asset(obj: object) -> bool:
+    return isinstance(obj, AssetDef) or getattr(obj, "is_source", None) is not None
+
+
+def code_versions(graph: AssetGraph) -> dict[str, str]:
+    """Current code version of every buildable asset."""
+    return {a.name: a.code_version or code_version(a.fn, project_root=graph.defs.root, exclude=_is_asset)
+            for a in graph.assets()}
+
+
+def observe(project: Project, config: ConfigSource = None, *, with_sources: bool = True) -> tuple[Observed, dict[str, Any]]:
+    """Read everything the planner needs (store snapshot, code, config, values present, sources)."""
+    instances, hashes = bind_config(project.graph, read_config(config))
+    versions = code_versions(project.graph)
+    snapshot = project.store.snapshot()
+    present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
+    sources = observe_sources(project.graph.sources(), project.now) if with_sources else None
+    return Observed(snapshot, versions, hashes, present, sources), instances
+
+
+def build_request(graph: AssetGraph, select: Sequence[str] | str | None, stale: bool, partitions: Partitions,
+                  now: datetime) -> PlanRequest:
+    """Validate the selection and partition filters into a request (exit 2 on any mistake)."""
+    chosen = select_assets(graph, select)
+    texts = [partitions] if isinstance(partitions, str) else list(partitions or [])
+    filters = parse_partition_filters(texts) if texts else ()
+    if filters:
+        applies = [name for name in chosen
+                   if select_partitions(filters, graph.nodes[name].partitions, now) is not None]
+        if not applies:
+            raise PartitionError(f"--partitions {' '.join(texts)} applies to none of the selected assets")
+    return PlanRequest(frozenset(chosen), tuple(filters), stale)
+
+
+def plan(defs: Definitions, select: Sequence[str] | str | None = None, stale: bool = False,
+         partitions: Partitions = None, *, store: str | None = None, data: str | None = None,
+         config: ConfigSource = None) -> Plan:
+    """What ``materialize`` would run, with reasons. Changes nothing."""
+    project = open_project(defs, store=store, data=data)
+    request = build_request(project.graph, select, stale, partitions, project.now)
+    observed, _ = observe(project, config)
+    return make_plan(project.graph, observed, project.now, request)
+
+
+def _kind(stale: bool, partitions: Partitions) -> str:
+    return "backfill" if partitions else "stale" if stale else "manual"
+
+
+def new_run_id(now: datetime) -> str:
+    """A unique run id that sorts by time."""
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def make_executor(kind: str, project: Project, **options: Any) -> Executor:
+    """The executor named on the command line."""
+    graph = project.graph
+
+    def resolve(name: str):
+        return graph.nodes[name], graph.checks.get(name, [])
+
+    if kind == "threads":
+        return ThreadExecutor(resolve)
+    if kind == "processes":
+        from .processes import ProcessExecutor
+
+        return ProcessExecutor(project.defs)
+    if kind == "dask":
+        from .dask_executor import DaskExecutor
+
+        return DaskExecutor(project.defs, **options)
+    raise UsageError(f"unknown executor '{kind}': use threads, processes or dask")
+
+
+def materialize(defs: Definitions, select: Sequence[str] | str | None = None, stale: bool = False,
+                partitions: Partitions = None, *, max_concurrency: int | None = None,
+                tags: Mapping[str, str] | None = None, config: ConfigSource = None, executor: str = "threads",
+                store: str | None = None, data: str | None = None, wait: bool = False,
+                progress: Callable[[int, int], None] | None = None, on_plan: Callable[[Plan], None] | None = None,
+                executor_options: Mapping[str, Any] | None = None) -> RunResult:
+    """Build the selected (asset, partition) pairs — only the stale ones with ``stale=True`` — and record
+    their lineage. Returns the run's outcome; raises on usage errors before anything is written."""
+    project = open_project(defs, store=store, data=data)
+    request = build_request(project.graph, select, stale, partitions, project.now)
+    if max_concurrency is not None and max_concurrency < 1:
+        raise UsageError(f"--max-concurrency {max_concurrency} must be at least 1")
+    observed, instances = observe(project, config)
+    pool = make_executor(executor, project, **dict(executor_options or {}))
+    kind = _kind(stale, partitions)
+    run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()}, "kind": kind}
+    run_id = new_run_id(project.now)
+    lock = acquire(project.store.path, run_id, wait=wait)
+    try:
+        # Observe again under the lock: another run may have finished while we waited.
+        observed, instances = observe(project, config)
+        the_plan = make_plan(project.graph, observed, project.now, request)
+        if on_plan is not None:
+            on_plan(the_plan)
+        mat_id_base = project.store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
+        if observed.source_versions is not None:
+            project.store.record_observations(_stamped(observed.source_versions, project.now))
+        coordinator = Coordinator(
+            plan=the_plan, executor=pool, values=project.values, store=project.store, run_id=run_id,
+            clock=project.clock, max_concurrency=max_concurrency or os.cpu_count() or 1, pools=defs.pools,
+            stale=stale, config=instances, code_versions=observed.code_versions,
+            config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
+        )
+        try:
+            reports = coordinator.run()
+        except Interrupted:
+            project.store.finish_run(run_id, "cancelled", _counts(coordinator.reports.values()), project.clock.now(),
+                                     "interrupted by SIGINT")
+            raise
+        counts = _counts(reports)
+        status = "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed"
+        project.store.finish_run(run_id, status, counts, project.clock.now())
+    finally:
+        lock.release()
+    return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=run_tags,
+                     steps=[StepResultModel(**asdict(r)) for r in reports])
+
+
+def _stamped(observations, now: datetime):
+    import pyarrow as pa
+
+    return observations.append_column("observed_at", pa.array([now] * observations.num_rows, pa.timestamp("us", tz="UTC")))
+
+
+def _counts(reports) -> dict[str, int]:
+    counts = {"materialized": 0, "skipped": 0, "failed": 0, "upstream_failed": 0}
+    for r in reports:
+        key = "failed" if r.outcome == "check_failed" else r.outcome
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def load(defs: Definitions, asset: str, partition: str | None = None, *, store: str | None = None,
+         data: str | None = None) -> Any:
+    """The current value of one (asset, partition)."""
+    project = open_project(defs, store=store, data=data)
+    node = project.graph.nodes.get(asset)
+    if not isinstance(node, AssetDef):
+        raise SelectionError(f"unknown asset '{asset}'")
+    key = _partition_key(node, partition)
+    head = project.store.head(asset, key)
+    if not head or head.get("mat_id") is None:
+        raise UsageError(f"asset '{asset}'" + (f" partition '{partition}'" if partition else "") + " has no materialized value")
+    if head["path"] is None:
+        return None
+    return project.values.get(head["path"], head["format"])
+
+
+def _partition_key(node: AssetDef, partition: str | None) -> str:
+    if node.partitions is None:
+        if partition:
+            raise PartitionError(f"asset '{node.name}' is not partitioned; drop the partition")
+        return ""
+    if not partition:
+        raise PartitionError(f"asset '{node.name}' is partitioned: give a partition")
+    node.partitions.validate_key(partition)
+    return partition
+
+
+def layout_for(project: Project) -> Layout:
+    """The global index layout at the project's clock."""
+    return Layout(project.graph, project.now)

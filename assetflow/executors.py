@@ -1,0 +1,96 @@
+"""Where attempts run. The coordinator owns scheduling, limits and retries; an executor only runs what it
+is handed on a fixed number of slots and reports results on a queue.
+
+Abandoning an attempt (timeout, Ctrl-C) hands its slot to a fresh worker at once: a thread cannot be
+killed, so the abandoned one finishes in the background and its result is dropped before anything is
+written; a worker process is killed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from .definitions import AssetDef, CheckDef
+from .worker import Abandoned, AttemptResult, StepTask, run_attempt
+
+Resolver = Callable[[str], tuple[AssetDef, list[CheckDef]]]
+Result = tuple[int, "AttemptResult | BaseException"]
+
+
+class Executor(Protocol):
+    """The interface every executor implements."""
+
+    results: queue.Queue[Result]
+
+    def start(self, slots: int) -> None:
+        """Start ``slots`` workers."""
+
+    def submit(self, job: int, task: StepTask) -> None:
+        """Run ``task``; its result arrives on ``results`` as ``(job, result)``."""
+
+    def abandon(self, job: int) -> None:
+        """Give up on ``job``: drop its result, never write its value, free its slot."""
+
+    def close(self) -> None:
+        """Stop the workers (abandoned ones are left to finish on their own)."""
+
+
+class ThreadExecutor:
+    """Runs attempts on worker threads in this process (the default)."""
+
+    def __init__(self, resolve: Resolver) -> None:
+        self.resolve = resolve
+        self.results: queue.Queue[Result] = queue.Queue()
+        self._inbox: queue.Queue[tuple[int, StepTask] | None] = queue.Queue()
+        self._cancel: dict[int, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self, slots: int) -> None:
+        """Start ``slots`` worker threads."""
+        for _ in range(slots):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._loop, name="assetflow-worker", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            job, task = item
+            event = self._cancel[job]
+            result: AttemptResult | BaseException | None
+            try:
+                asset, checks = self.resolve(task.asset)
+                result = run_attempt(task, asset, checks, event.is_set)
+            except Abandoned:
+                result = None
+            except BaseException as exc:  # a bug must surface as a failed attempt, not a hung run
+                result = exc
+            if event.is_set():
+                return  # abandoned: a replacement worker already holds this slot
+            del self._cancel[job]
+            self.results.put((job, result))  # type: ignore[arg-type]
+
+    def submit(self, job: int, task: StepTask) -> None:
+        """Queue one attempt."""
+        self._cancel[job] = threading.Event()
+        self._inbox.put((job, task))
+
+    def abandon(self, job: int) -> None:
+        """Drop ``job``'s result and replace its worker."""
+        event = self._cancel.get(job)
+        if event is not None and not event.is_set():
+            event.set()
+            self._spawn()
+
+    def close(self) -> None:
+        """Ask idle workers to exit."""
+        for _ in self._threads:
+            self._inbox.put(None)

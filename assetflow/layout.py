@@ -1,0 +1,100 @@
+"""One integer per (asset, partition): the index space the planner and executor compute in.
+
+Nodes are laid out in topological order and each node's partitions in partition order, so sorting by
+this id *is* a valid execution order. Edges become global (downstream id, upstream id) arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+
+import numpy as np
+import pyarrow as pa
+
+from .graph import AssetGraph, Edge
+from .mappings import EdgePairs, edge_pairs, keys_of
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalEdge:
+    """An edge's dependency pairs in global ids, sorted by downstream id."""
+
+    edge: Edge
+    down: np.ndarray
+    up: np.ndarray
+    local: EdgePairs
+
+
+class Layout:
+    """Global ids of every (node, partition) of a graph at one clock reading."""
+
+    def __init__(self, graph: AssetGraph, now: datetime) -> None:
+        self.graph = graph
+        self.now = now
+        self.names: tuple[str, ...] = graph.order
+        self.keys: dict[str, tuple[str, ...]] = {n: keys_of(graph.nodes[n].partitions, now) for n in self.names}
+        counts = np.array([len(self.keys[n]) for n in self.names], dtype=np.int64)
+        self.offsets = np.concatenate(([0], np.cumsum(counts)))
+        self.size = int(self.offsets[-1])
+        self.node_index = {n: i for i, n in enumerate(self.names)}
+
+    def span(self, name: str) -> tuple[int, int]:
+        """The [first, last) global ids of a node's partitions."""
+        i = self.node_index[name]
+        return int(self.offsets[i]), int(self.offsets[i + 1])
+
+    def gid(self, name: str, partition: str) -> int:
+        """Global id of one partition (``""`` for an unpartitioned asset)."""
+        first, _ = self.span(name)
+        return first + self.keys[name].index(partition)
+
+    def node_of(self, gids: np.ndarray) -> np.ndarray:
+        """Node index of each global id."""
+        return np.searchsorted(self.offsets, gids, side="right") - 1
+
+    def locate(self, gid: int) -> tuple[str, str]:
+        """(node name, partition key) of one global id."""
+        node = int(np.searchsorted(self.offsets, gid, side="right") - 1)
+        name = self.names[node]
+        return name, self.keys[name][gid - int(self.offsets[node])]
+
+    @cached_property
+    def edges(self) -> dict[str, list[GlobalEdge]]:
+        """Upstream edges of every node, in global ids."""
+        result: dict[str, list[GlobalEdge]] = {}
+        for name in self.names:
+            node = self.graph.nodes[name]
+            out = []
+            for edge in self.graph.upstream[name]:
+                local = edge_pairs(edge.mapping, node.partitions, self.graph.nodes[edge.upstream].partitions, self.now)
+                down0, _ = self.span(name)
+                up0, _ = self.span(edge.upstream)
+                out.append(GlobalEdge(edge, local.down + down0, local.up + up0, local))
+            result[name] = out
+        return result
+
+    @cached_property
+    def is_source(self) -> np.ndarray:
+        """Per node index: whether it is a source asset."""
+        return np.array([self.graph.nodes[n].is_source for n in self.names], dtype=bool)
+
+    def keys_table(self) -> pa.Table:
+        """(aid, partition, gid) for every global id."""
+        aid = np.repeat(np.arange(len(self.names), dtype=np.int32), np.diff(self.offsets))
+        partitions = pa.chunked_array([_key_array(self.keys[n]) for n in self.names], type=pa.string())
+        return pa.table({"aid": aid, "partition": partitions, "gid": np.arange(self.size, dtype=np.int64)})
+
+
+_KEY_ARRAYS: dict[tuple[str, ...], pa.Array] = {}
+
+
+def _key_array(keys: tuple[str, ...]) -> pa.Array:
+    # Many assets share one partitions definition; convert its keys to Arrow once.
+    array = _KEY_ARRAYS.get(keys)
+    if array is None:
+        if len(_KEY_ARRAYS) > 256:
+            _KEY_ARRAYS.clear()
+        array = _KEY_ARRAYS[keys] = pa.array(keys, type=pa.string())
+    return array

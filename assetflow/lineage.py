@@ -1,0 +1,370 @@
+"""The lineage store: runs, attempts, consumed inputs and the current head of every (asset, partition),
+in one DuckDB file. This module owns all SQL.
+
+Why connections are short: DuckDB lets one process open a file read-write *or* many processes open it
+read-only, never both. A ``materialize`` that held its connection for the whole run would lock every
+``status``/``plan``/``runs`` out. So every operation opens, works in one transaction, and closes; the
+other side of a conflict retries for a while (:data:`LOCK_WAIT_S`). Writes are batched (a single-row
+INSERT costs milliseconds) and mutual exclusion between *runs* is a separate file lock (``runlock``).
+
+``heads`` is derived state kept in the same transaction as the history it summarizes, so planning never
+scans history: the planner's snapshot is two scans, however many runs came before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from .errors import StoreError
+
+SCHEMA_VERSION = 1
+LOCK_WAIT_S = 30.0
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, kind VARCHAR, status VARCHAR, tags VARCHAR, selection VARCHAR,
+    started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, pid INTEGER, host VARCHAR,
+    materialized INTEGER DEFAULT 0, skipped INTEGER DEFAULT 0, failed INTEGER DEFAULT 0,
+    upstream_failed INTEGER DEFAULT 0, error VARCHAR);
+CREATE TABLE IF NOT EXISTS materializations (
+    mat_id BIGINT, run_id VARCHAR, asset VARCHAR, partition VARCHAR, attempt INTEGER, outcome VARCHAR,
+    started_at TIMESTAMPTZ, duration_s DOUBLE, error VARCHAR, traceback VARCHAR, logs VARCHAR,
+    code_version VARCHAR, config_hash VARCHAR, data_version VARCHAR, path VARCHAR, format VARCHAR,
+    size BIGINT, metadata VARCHAR);
+CREATE TABLE IF NOT EXISTS inputs (mat_id BIGINT, up_asset VARCHAR, up_partition VARCHAR, data_version VARCHAR);
+CREATE TABLE IF NOT EXISTS heads (
+    asset VARCHAR, partition VARCHAR, mat_id BIGINT, code_version VARCHAR, config_hash VARCHAR,
+    data_version VARCHAR, path VARCHAR, format VARCHAR, materialized_at TIMESTAMPTZ, run_id VARCHAR,
+    failed BOOLEAN, PRIMARY KEY (asset, partition));
+CREATE TABLE IF NOT EXISTS checks (
+    run_id VARCHAR, asset VARCHAR, partition VARCHAR, check_name VARCHAR, passed BOOLEAN,
+    blocking BOOLEAN, error VARCHAR, metadata VARCHAR, checked_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS observations (
+    source VARCHAR, partition VARCHAR, version VARCHAR, observed_at TIMESTAMPTZ,
+    PRIMARY KEY (source, partition));
+"""
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+_MIGRATIONS: dict[int, str] = {}
+
+ATTEMPT_SCHEMA = pa.schema([
+    ("mat_id", pa.int64()), ("run_id", pa.string()), ("asset", pa.string()), ("partition", pa.string()),
+    ("attempt", pa.int32()), ("outcome", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
+    ("duration_s", pa.float64()), ("error", pa.string()), ("traceback", pa.string()), ("logs", pa.string()),
+    ("code_version", pa.string()), ("config_hash", pa.string()), ("data_version", pa.string()),
+    ("path", pa.string()), ("format", pa.string()), ("size", pa.int64()), ("metadata", pa.string()),
+])
+INPUT_SCHEMA = pa.schema([
+    ("mat_id", pa.int64()), ("up_asset", pa.string()), ("up_partition", pa.string()), ("data_version", pa.string()),
+])
+CHECK_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("asset", pa.string()), ("partition", pa.string()), ("check_name", pa.string()),
+    ("passed", pa.bool_()), ("blocking", pa.bool_()), ("error", pa.string()), ("metadata", pa.string()),
+    ("checked_at", pa.timestamp("us", tz="UTC")),
+])
+OBSERVATION_SCHEMA = pa.schema([
+    ("source", pa.string()), ("partition", pa.string()), ("version", pa.string()),
+    ("observed_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What the planner knows of the store: current heads and the inputs they consumed, as Arrow."""
+
+    heads: pa.Table
+    inputs: pa.Table
+    observations: pa.Table
+
+    @staticmethod
+    def empty() -> StoreSnapshot:
+        """The snapshot of a store that does not exist yet."""
+        heads = pa.table({
+            "asset": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
+            "mat_id": pa.array([], pa.int64()), "code_version": pa.array([], pa.string()),
+            "config_hash": pa.array([], pa.string()), "data_version": pa.array([], pa.string()),
+            "path": pa.array([], pa.string()), "format": pa.array([], pa.string()),
+            "materialized_at": pa.array([], pa.timestamp("us", tz="UTC")), "run_id": pa.array([], pa.string()),
+            "failed": pa.array([], pa.bool_()),
+        })
+        inputs = pa.table({
+            "asset": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
+            "up_asset": pa.array([], pa.string()), "up_partition": pa.array([], pa.string()),
+            "data_version": pa.array([], pa.string()),
+        })
+        return StoreSnapshot(heads, inputs, OBSERVATION_SCHEMA.empty_table())
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One write transaction's worth of results (Arrow tables in the schemas above)."""
+
+    attempts: pa.Table
+    inputs: pa.Table
+    checks: pa.Table
+
+
+def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """A query's result as an Arrow table (``to_arrow_table`` in DuckDB 2, ``arrow`` before)."""
+    relation = con.sql(sql)
+    fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+    return fetch()
+
+
+def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Execute one statement and drain its result (DuckDB 2 refuses new work while a result is pending)."""
+    cursor = con.execute(sql, list(params)) if params else con.execute(sql)
+    try:
+        return cursor.fetchall()
+    except duckdb.InvalidInputError:  # statements without a result set
+        return []
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
+
+
+class LineageStore:
+    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S) -> None:
+        self.path = Path(path)
+        self.lock_wait_s = lock_wait_s
+
+    def exists(self) -> bool:
+        """Whether the store file has been created."""
+        return self.path.exists()
+
+    @contextmanager
+    def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, retried while another process holds the file."""
+        if self.path.is_dir():
+            raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.lock_wait_s
+        pause = 0.005
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=not write)
+                break
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.1)
+        try:
+            if write:
+                self._ensure_schema(con)
+            else:
+                self._check_version(con)
+            yield con
+        finally:
+            con.close()
+
+    def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            rows = _sql(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+            row = rows[0] if rows else None
+        except duckdb.Error:
+            raise StoreError(f"lineage store {self.path} is not an assetflow store (no schema)") from None
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"lineage store {self.path} has schema {version}; this assetflow knows up to {SCHEMA_VERSION}")
+
+    def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        tables = {r[0] for r in _sql(con, "SELECT table_name FROM information_schema.tables")}
+        if "meta" in tables:
+            version = int(_sql(con, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
+            if version == SCHEMA_VERSION:
+                return
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"lineage store {self.path} has schema {version}; this assetflow knows up to {SCHEMA_VERSION}")
+        elif tables:
+            raise StoreError(f"lineage store {self.path} is a DuckDB file but not an assetflow store")
+        else:
+            version = 0
+        _sql(con, "BEGIN")
+        if version == 0:
+            _sql(con, _SCHEMA_V1)
+            version = 1
+        while version < SCHEMA_VERSION:
+            _sql(con, _MIGRATIONS[version])
+            version += 1
+        _sql(con, "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
+        _sql(con, "COMMIT")
+
+    def _read(self) -> Any:
+        """A read connection, or None when the store does not exist yet (a fresh project)."""
+        return self.connect(write=False) if self.exists() else None
+
+    # ---- planner snapshot -------------------------------------------------------------------------
+
+    def snapshot(self) -> StoreSnapshot:
+        """Heads, their consumed inputs and source observations, read in one transaction."""
+        reader = self._read()
+        if reader is None:
+            return StoreSnapshot.empty()
+        with reader as con:
+            heads = fetch_arrow(con, "SELECT * FROM heads")
+            inputs = fetch_arrow(con,
+                "SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
+                "FROM heads h JOIN inputs i ON i.mat_id = h.mat_id")
+            observations = fetch_arrow(con, "SELECT * FROM observations")
+        return StoreSnapshot(heads, inputs, observations)
+
+    # ---- runs ---------------------------------------------------------------------------------------
+
+    def begin_run(self, run_id: str, kind: str, tags: dict[str, str], selection: Sequence[str], started_at: datetime) -> int:
+        """Record a run as ``running``; runs that were left ``running`` by a dead process become ``crashed``.
+        Called under the run lock; returns the first free materialization id for this run."""
+        with self.connect(write=True) as con:
+            _sql(con, "BEGIN")
+            _sql(con, "UPDATE runs SET status = 'crashed', finished_at = ? WHERE status = 'running'", [started_at])
+            _sql(con,
+                "INSERT INTO runs (run_id, kind, status, tags, selection, started_at, pid, host) "
+                "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+                [run_id, kind, json.dumps(tags, sort_keys=True), json.dumps(list(selection)), started_at,
+                 os.getpid(), os.uname().nodename],
+            )
+            base = _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
+            _sql(con, "COMMIT")
+            return int(base)
+
+    def finish_run(self, run_id: str, status: str, counts: dict[str, int], finished_at: datetime, error: str | None = None) -> None:
+        """Close a run with its final status and counts."""
+        with self.connect(write=True) as con:
+            _sql(con,
+                "UPDATE runs SET status = ?, finished_at = ?, materialized = ?, skipped = ?, failed = ?, "
+                "upstream_failed = ?, error = ? WHERE run_id = ?",
+                [status, finished_at, counts.get("materialized", 0), counts.get("skipped", 0),
+                 counts.get("failed", 0), counts.get("upstream_failed", 0), error, run_id],
+            )
+
+    def write(self, batch: Batch) -> None:
+        """Append a batch of attempts, inputs and check results, and move heads, in one transaction.
+
+        Called only after every value the batch points at is durable in the data store.
+        """
+        with self.connect(write=True) as con:
+            con.register("b_attempts", batch.attempts)
+            con.register("b_inputs", batch.inputs)
+            con.register("b_checks", batch.checks)
+            _sql(con, "BEGIN")
+            _sql(con, "INSERT INTO materializations SELECT * FROM b_attempts")
+            _sql(con, "INSERT INTO inputs SELECT * FROM b_inputs")
+            _sql(con, "INSERT INTO checks SELECT * FROM b_checks")
+            # The newest success of a partition becomes its head; a later final failure flags it.
+            _sql(con,
+                "INSERT INTO heads SELECT asset, partition, mat_id, code_version, config_hash, data_version, path, "
+                "format, started_at + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)), run_id, false FROM ("
+                "  SELECT *, row_number() OVER (PARTITION BY asset, partition ORDER BY mat_id DESC) AS rn "
+                "  FROM b_attempts WHERE outcome = 'materialized') WHERE rn = 1 "
+                "ON CONFLICT (asset, partition) DO UPDATE SET mat_id = excluded.mat_id, "
+                "code_version = excluded.code_version, config_hash = excluded.config_hash, "
+                "data_version = excluded.data_version, path = excluded.path, format = excluded.format, "
+                "materialized_at = excluded.materialized_at, run_id = excluded.run_id, failed = false"
+            )
+            _sql(con,
+                "INSERT INTO heads (asset, partition, failed, run_id) "
+                "SELECT DISTINCT asset, partition, true, run_id FROM b_attempts f "
+                "WHERE outcome IN ('failed', 'check_failed') AND NOT EXISTS (SELECT 1 FROM b_attempts s "
+                "  WHERE s.asset = f.asset AND s.partition = f.partition AND s.outcome = 'materialized' AND s.mat_id > f.mat_id) "
+                "ON CONFLICT (asset, partition) DO UPDATE SET failed = true"
+            )
+            _sql(con, "COMMIT")
+            for name in ("b_attempts", "b_inputs", "b_checks"):
+                con.unregister(name)
+
+    def record_observations(self, observations: pa.Table) -> None:
+        """Remember the latest observed version of source partitions."""
+        if observations.num_rows == 0:
+            return
+        with self.connect(write=True) as con:
+            con.register("b_obs", observations)
+            _sql(con,
+                "INSERT INTO observations SELECT * FROM b_obs ON CONFLICT (source, partition) DO UPDATE SET "
+                "version = excluded.version, observed_at = excluded.observed_at"
+            )
+
+    # ---- queries for status / runs / lineage / gc ---------------------------------------------------
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        reader = self._read()
+        if reader is None:
+            return []
+        with reader as con:
+            cursor = con.execute(sql, list(params))
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def runs(self, limit: int | None = None, tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Newest runs first, optionally only those carrying every tag in ``tags``."""
+        rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC")
+        result = []
+        for row in rows:
+            row["tags"] = json.loads(row["tags"] or "{}")
+            if tags and any(row["tags"].get(k) != v for k, v in tags.items()):
+                continue
+            result.append(row)
+            if limit is not None and len(result) >= limit:
+                break
+        return result
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """One run with its attempts and check results, or None."""
+        runs = self._rows("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not runs:
+            return None
+        run = runs[0]
+        run["tags"] = json.loads(run["tags"] or "{}")
+        run["attempts"] = self._rows(
+            "SELECT * FROM materializations WHERE run_id = ? ORDER BY asset, partition, attempt", [run_id])
+        run["checks"] = self._rows("SELECT * FROM checks WHERE run_id = ? ORDER BY asset, partition, check_name", [run_id])
+        return run
+
+    def head(self, asset: str, partition: str) -> dict[str, Any] | None:
+        """The current materialization of one partition with the inputs it consumed."""
+        rows = self._rows("SELECT * FROM heads WHERE asset = ? AND partition = ?", [asset, partition])
+        if not rows or rows[0]["mat_id"] is None:
+            return rows[0] if rows else None
+        head = rows[0]
+        head["inputs"] = self._rows(
+            "SELECT up_asset, up_partition, data_version FROM inputs WHERE mat_id = ? ORDER BY up_asset, up_partition",
+            [head["mat_id"]])
+        return head
+
+    def consumers(self, asset: str, partition: str, data_version: str) -> list[dict[str, Any]]:
+        """Current heads that consumed exactly this version of (asset, partition)."""
+        return self._rows(
+            "SELECT h.asset, h.partition FROM inputs i JOIN heads h ON h.mat_id = i.mat_id "
+            "WHERE i.up_asset = ? AND i.up_partition = ? AND i.data_version = ? ORDER BY h.asset, h.partition",
+            [asset, partition, data_version])
+
+    def last_checks(self) -> list[dict[str, Any]]:
+        """The latest result of every (check, asset, partition)."""
+        return self._rows(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY check_name, asset, partition "
+            "ORDER BY checked_at DESC) AS rn FROM checks) WHERE rn = 1")
+
+    def value_paths(self) -> list[dict[str, Any]]:
+        """Every stored value any materialization points at, newest first per partition."""
+        return self._rows(
+            "SELECT m.asset, m.partition, m.path, m.mat_id, (h.mat_id IS NOT NULL) AS is_head FROM materializations m "
+            "LEFT JOIN heads h ON h.mat_id = m.mat_id WHERE m.path IS NOT NULL ORDER BY m.asset, m.partition, m.mat_id DESC")

@@ -1,0 +1,335 @@
+"""The planner: a pure function of (graph, what the edge observed, clock) → which (asset, partition)
+pairs to build and why.
+
+It works set-at-a-time. The store snapshot, the current code/config versions and the graph's
+dependency pairs become Arrow tables; an in-memory DuckDB aligns records with the current state (two
+joins, no I/O — DuckDB is used here as a vectorized join engine, not as storage); the rebuilder judges
+every partition at once; a walk over *nodes* (not partitions) in topological order propagates
+``upstream_stale`` and waiting with numpy. A year of daily partitions over a thousand assets is a few
+hundred milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .graph import AssetGraph
+from .layout import Layout
+from .lineage import StoreSnapshot, fetch_arrow
+from .ranges import PartitionFilter, select_partitions
+from .rebuilder import BIT, Current, InputPairs, Reason, Records, reason_names, why_stale
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """The upstream (asset, partition) behind one of a step's input reasons."""
+
+    asset: str
+    partition: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One (asset, partition) the plan would build, with why."""
+
+    asset: str
+    partition: str | None
+    reasons: tuple[str, ...]
+    causes: tuple[Cause, ...]
+    gid: int = field(repr=False, compare=False, default=-1)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A stale (asset, partition) that cannot run because an input does not exist yet."""
+
+    asset: str
+    partition: str | None
+    source: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything the edge read for one plan: it is the planner's whole view of the world."""
+
+    snapshot: StoreSnapshot
+    code_versions: Mapping[str, str]
+    config_hashes: Mapping[str, str]
+    present_paths: frozenset[str] = frozenset()
+    source_versions: pa.Table | None = None  # (source, partition, version); version null = absent
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asked for: a selection, partition filters, and whether only stale work counts."""
+
+    select: frozenset[str]
+    filters: tuple[PartitionFilter, ...] = ()
+    stale: bool = False
+
+
+def external(partition: str) -> str | None:
+    """Unpartitioned assets use ``""`` inside; users see ``None`` (JSON null)."""
+    return partition or None
+
+
+class Plan:
+    """The result of planning. ``steps`` are in dependency order; the arrays behind them stay available
+    to the executor (current versions, recorded inputs) so it can re-judge steps for early cutoff."""
+
+    def __init__(self, layout: Layout, request: PlanRequest, aligned: pa.Table, pairs: pa.Table,
+                 reasons: np.ndarray, causes: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 step_gids: np.ndarray, waiting: list[Waiting], up_to_date: int, stale_mask: np.ndarray) -> None:
+        self.layout = layout
+        self.request = request
+        self.aligned = aligned
+        self.pairs = pairs
+        self.reasons = reasons
+        self._causes = causes
+        self.step_gids = step_gids
+        self.waiting = waiting
+        self.up_to_date = up_to_date
+        self.stale_mask = stale_mask
+
+    @cached_property
+    def steps(self) -> list[Step]:
+        """The steps, built on first use (plans over many partitions are mostly consumed as arrays)."""
+        target, upstream, code = self._causes
+        keep = np.isin(target, self.step_gids)
+        target, upstream, code = target[keep], upstream[keep], code[keep]
+        order = np.lexsort((upstream, target))
+        target, upstream, code = target[order], upstream[order], code[order]
+        bounds = np.searchsorted(target, np.concatenate((self.step_gids, [np.iinfo(np.int64).max])))
+        names_cache: dict[int, tuple[str, ...]] = {}
+        layout = self.layout
+        nodes = layout.node_of(self.step_gids)
+        up_nodes = layout.node_of(upstream)
+        steps = []
+        for i, (gid, node) in enumerate(zip(self.step_gids.tolist(), nodes.tolist())):
+            name = layout.names[node]
+            key = layout.keys[name][gid - int(layout.offsets[node])]
+            mask = int(self.reasons[gid])
+            reasons = names_cache.get(mask) or names_cache.setdefault(mask, reason_names(mask))
+            causes = tuple(
+                Cause(layout.names[un], external(layout.keys[layout.names[un]][ug - int(layout.offsets[un])]), Reason(rc).name)
+                for ug, un, rc in zip(upstream[bounds[i]:bounds[i + 1]].tolist(), up_nodes[bounds[i]:bounds[i + 1]].tolist(),
+                                      code[bounds[i]:bounds[i + 1]].tolist())
+            )
+            steps.append(Step(name, external(key), reasons, causes, gid))
+        return steps
+
+    @property
+    def assets(self) -> list[str]:
+        """Assets with at least one step, in dependency order."""
+        nodes = np.unique(self.layout.node_of(self.step_gids))
+        return [self.layout.names[i] for i in nodes.tolist()]
+
+    @cached_property
+    def _pair_down(self) -> np.ndarray:
+        return _np(self.pairs.column("down"))
+
+    def recheck(self, gids: np.ndarray, version_of: Callable[[int], str | None]) -> np.ndarray:
+        """Judge ``gids`` again with the upstream versions ``version_of`` gives now — the executor's call
+        for early cutoff. Returns a reason bitmask per gid."""
+        down = self._pair_down
+        lo = np.searchsorted(down, gids, side="left")
+        hi = np.searchsorted(down, gids, side="right")
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())]) if len(gids) else np.zeros(0, np.int64)
+        pairs = self.pairs.take(rows)
+        ups = _np(pairs.column("up")).tolist()
+        current = pa.array([version_of(u) if u >= 0 else None for u in ups], pa.string())
+        records, versions = _records(self.aligned.take(gids))
+        target = np.repeat(np.arange(len(gids)), hi - lo)
+        return why_stale(records, versions, _input_pairs(self.layout, pairs, target, current)).reasons
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the contract's ``summary`` object."""
+        return {"steps": len(self.step_gids), "assets": len(self.assets), "up_to_date": self.up_to_date}
+
+
+def _assets_table(layout: Layout, observed: Observed) -> pa.Table:
+    names = list(layout.names)
+    return pa.table({
+        "aid": pa.array(range(len(names)), pa.int32()),
+        "asset": pa.array(names, pa.string()),
+        "code_version": pa.array([observed.code_versions.get(n) for n in names], pa.string()),
+        "config_hash": pa.array([observed.config_hashes.get(n) for n in names], pa.string()),
+    })
+
+
+def _expected_table(layout: Layout) -> pa.Table:
+    downs, ups = [], []
+    for name in layout.names:
+        for ge in layout.edges[name]:
+            downs.append(ge.down)
+            ups.append(ge.up)
+    down = np.concatenate(downs) if downs else np.zeros(0, np.int64)
+    up = np.concatenate(ups) if ups else np.zeros(0, np.int64)
+    return pa.table({"down": down, "up": up})
+
+
+_ALIGN_SQL = """
+SELECT k.gid,
+       h.mat_id IS NOT NULL AS recorded,
+       coalesce(h.failed, false) AS failed,
+       h.code_version, h.config_hash,
+       CASE WHEN h.mat_id IS NOT NULL THEN h.data_version ELSE o.version END AS data_version,
+       h.path, h.format, h.materialized_at,
+       (h.path IS NULL OR p.path IS NOT NULL) AS present,
+       a.code_version AS cur_code, a.config_hash AS cur_config
+FROM keys k JOIN assets a ON a.aid = k.aid
+LEFT JOIN heads h ON h.asset = a.asset AND h.partition = k.partition
+LEFT JOIN present p ON p.path = h.path
+LEFT JOIN observed o ON o.source = a.asset AND o.partition = k.partition
+ORDER BY k.gid
+"""
+
+_PAIRS_SQL = """
+WITH rec AS (
+    SELECT kd.gid AS down, coalesce(ku.gid, -1) AS up, i.data_version AS recorded_version
+    FROM inputs i
+    JOIN assets ad ON ad.asset = i.asset JOIN keys kd ON kd.aid = ad.aid AND kd.partition = i.partition
+    LEFT JOIN assets au ON au.asset = i.up_asset
+    LEFT JOIN keys ku ON ku.aid = au.aid AND ku.partition = i.up_partition)
+SELECT coalesce(e.down, r.down) AS down, coalesce(e.up, r.up) AS up,
+       e.down IS NOT NULL AS expected, r.recorded_version
+FROM expected e FULL OUTER JOIN rec r ON e.down = r.down AND e.up = r.up
+ORDER BY 1, 2
+"""
+
+
+def _align(layout: Layout, observed: Observed) -> tuple[pa.Table, pa.Table]:
+    """Records aligned to global ids, and every (consumed or expected) input pair."""
+    observations = observed.source_versions
+    if observations is None:
+        observations = pa.table({"source": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
+                                 "version": pa.array([], pa.string())})
+    con = duckdb.connect()
+    try:
+        con.register("keys", layout.keys_table())
+        con.register("assets", _assets_table(layout, observed))
+        con.register("heads", observed.snapshot.heads)
+        con.register("inputs", observed.snapshot.inputs)
+        con.register("present", pa.table({"path": pa.array(sorted(observed.present_paths), pa.string())}))
+        con.register("observed", observations)
+        con.register("expected", _expected_table(layout))
+        aligned = fetch_arrow(con, _ALIGN_SQL)
+        pairs = fetch_arrow(con, _PAIRS_SQL)
+    finally:
+        con.close()
+    return aligned, pairs
+
+
+def _np(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy()
+
+
+def _records(aligned: pa.Table) -> tuple[Records, Current]:
+    records = Records(
+        recorded=_np(aligned.column("recorded")),
+        failed=_np(aligned.column("failed")),
+        artifact_present=_np(aligned.column("present")),
+        code_version=aligned.column("code_version").combine_chunks(),
+        config_hash=aligned.column("config_hash").combine_chunks(),
+    )
+    return records, Current(aligned.column("cur_code").combine_chunks(), aligned.column("cur_config").combine_chunks())
+
+
+def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_version: pa.Array) -> InputPairs:
+    up = _np(pairs.column("up")).astype(np.int64)
+    has_up = up >= 0
+    return InputPairs(
+        target=target.astype(np.int64),
+        upstream=up,
+        expected=_np(pairs.column("expected")),
+        from_source=layout.is_source[layout.node_of(np.where(has_up, up, 0))] & has_up,
+        recorded_version=pairs.column("recorded_version").combine_chunks(),
+        current_version=current_version,
+    )
+
+
+def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Run the rebuilder over every global id at once."""
+    up = _np(pairs.column("up"))
+    # A null index takes a null: recorded inputs whose upstream no longer exists have no current version.
+    current = pc.take(aligned.column("data_version"), pa.array(up, pa.int64(), mask=up < 0)).combine_chunks()
+    records, versions = _records(aligned)
+    verdict = why_stale(records, versions, _input_pairs(layout, pairs, _np(pairs.column("down")), current))
+    return verdict.reasons, (verdict.cause_target, verdict.cause_upstream, verdict.cause_reason)
+
+
+def _propagate(layout: Layout, reasons: np.ndarray, absent: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Walk nodes in topological order: a partition whose input is stale is ``upstream_stale``; a stale
+    partition whose input is waiting, absent or not yet in existence waits. Returns stale and
+    blocked-by (node index, -1 = not blocked) masks and the upstream_stale causes."""
+    stale = np.zeros(layout.size, dtype=bool)
+    blocked_by = np.full(layout.size, -1, dtype=np.int64)
+    blocked_by[absent] = layout.node_of(np.flatnonzero(absent))
+    waiting = absent.copy()
+    cause_down: list[np.ndarray] = []
+    cause_up: list[np.ndarray] = []
+    for name in layout.names:
+        lo, hi = layout.span(name)
+        if layout.graph.nodes[name].is_source:
+            continue
+        for ge in layout.edges[name]:
+            hit = stale[ge.up]
+            if hit.any():
+                reasons[ge.down[hit]] |= BIT[Reason.upstream_stale]
+                cause_down.append(ge.down[hit])
+                cause_up.append(ge.up[hit])
+            held = waiting[ge.up]
+            if held.any():
+                blocked_by[ge.down[held]] = blocked_by[ge.up[held]]
+            if ge.local.unsatisfied.any():
+                blocked_by[lo + np.flatnonzero(ge.local.unsatisfied)] = layout.node_index[ge.edge.upstream]
+        stale[lo:hi] = reasons[lo:hi] != 0
+        waiting[lo:hi] = stale[lo:hi] & (blocked_by[lo:hi] >= 0)
+    empty = np.zeros(0, np.int64)
+    causes = (np.concatenate(cause_down) if cause_down else empty, np.concatenate(cause_up) if cause_up else empty)
+    blocked_by[~waiting] = -1
+    return stale, blocked_by, causes
+
+
+def _selected(layout: Layout, request: PlanRequest) -> np.ndarray:
+    mask = np.zeros(layout.size, dtype=bool)
+    for name in request.select:
+        lo, hi = layout.span(name)
+        chosen = select_partitions(request.filters, layout.graph.nodes[name].partitions, layout.now) if request.filters else None
+        mask[lo:hi] = True if chosen is None else chosen
+    return mask
+
+
+def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequest, layout: Layout | None = None) -> Plan:
+    """Plan the work for ``request``: pure, deterministic, and set-at-a-time."""
+    layout = layout or Layout(graph, now)
+    aligned, pairs = _align(layout, observed)
+    reasons, (ct, cu, cr) = judge(layout, aligned, pairs)
+    source_gids = layout.is_source[layout.node_of(np.arange(layout.size))]
+    reasons[source_gids] = 0
+    absent = source_gids & ~_np(aligned.column("data_version").is_valid())
+    stale, blocked_by, (sd, su) = _propagate(layout, reasons, absent)
+    selected = _selected(layout, request)
+    waiting_mask = selected & (blocked_by >= 0) & ~source_gids
+    runnable = selected & ~waiting_mask
+    step_mask = runnable & stale if request.stale else runnable
+    waiting = [
+        Waiting(*(lambda n, k: (n, external(k)))(*layout.locate(g)), layout.names[int(blocked_by[g])])
+        for g in np.flatnonzero(waiting_mask).tolist()
+    ]
+    causes = (
+        np.concatenate((ct, sd)),
+        np.concatenate((cu, su)),
+        np.concatenate((cr, np.full(len(sd), BIT[Reason.upstream_stale], np.uint16))),
+    )
+    up_to_date = int((selected & ~stale & ~source_gids).sum())
+    return Plan(layout, request, aligned, pairs, reasons, causes, np.flatnonzero(step_mask), waiting, up_to_date, stale)

@@ -1,0 +1,395 @@
+"""The coordinator: runs a plan's steps in dependency order under concurrency and pool limits, with
+retries, timeouts, early cutoff and failure propagation, recording lineage in batches.
+
+It is a single-threaded event loop over *units* (one step, or a contiguous range of partitions of a
+``single_run`` asset). Workers report on a queue; waiting for a retry is a timer, never a held slot.
+Lineage is flushed every :data:`FLUSH_EVERY_S` and at the end — only results whose values are already
+durable are ever in the buffer, so a crash loses at most some records, never consistency.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import queue
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .clock import Clock
+from .definitions import AssetDef, SourceDef
+from .errors import Interrupted
+from .executors import Executor
+from .lineage import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
+from .planner import Plan, external
+from .rebuilder import Reason
+from .retry import retry_delay, should_retry
+from .values import ValueStore
+from .worker import AttemptResult, InputSpec, StepTask
+
+FLUSH_EVERY_S = 0.5
+FLUSH_ROWS = 20_000
+
+
+@dataclass(slots=True)
+class StepReport:
+    """How one (asset, partition) ended in a run (the contract's ``materialize`` step)."""
+
+    asset: str
+    partition: str | None
+    outcome: str
+    attempts: int = 0
+    data_version: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Unit:
+    gids: list[int]
+    asset: str
+    pool: str | None
+    attempt: int = 0
+    consumed: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    deadline: float | None = None
+    started_at: Any = None
+    t0: float = 0.0
+
+
+class _Buffer:
+    """Lineage rows waiting for the next batched write."""
+
+    def __init__(self) -> None:
+        self.attempts: list[dict[str, Any]] = []
+        self.inputs: list[dict[str, Any]] = []
+        self.checks: list[dict[str, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self.attempts) + len(self.inputs)
+
+    def take(self) -> Batch:
+        batch = Batch(
+            pa.Table.from_pylist(self.attempts, ATTEMPT_SCHEMA),
+            pa.Table.from_pylist(self.inputs, INPUT_SCHEMA),
+            pa.Table.from_pylist(self.checks, CHECK_SCHEMA),
+        )
+        self.attempts, self.inputs, self.checks = [], [], []
+        return batch
+
+
+class Coordinator:
+    """Executes one plan. Construct, then call :meth:`run` once."""
+
+    def __init__(self, *, plan: Plan, executor: Executor, values: ValueStore, store: LineageStore, run_id: str,
+                 clock: Clock, max_concurrency: int, pools: Mapping[str, int], stale: bool,
+                 config: Mapping[str, Any], code_versions: Mapping[str, str], config_hashes: Mapping[str, str],
+                 mat_id_base: int, rand: Callable[[], float] = random.random,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self.plan, self.layout, self.graph = plan, plan.layout, plan.layout.graph
+        self.executor, self.values, self.store, self.run_id, self.clock = executor, values, store, run_id, clock
+        self.max_concurrency, self.pools, self.stale = max(1, max_concurrency), dict(pools), stale
+        self.config, self.code_versions, self.config_hashes = config, code_versions, config_hashes
+        self.rand, self.progress = rand, progress
+        self._next_mat_id = mat_id_base
+        self.buffer = _Buffer()
+        self.reports: dict[int, StepReport] = {}
+        self.produced: dict[int, tuple[str, str | None, str | None]] = {}
+        self._build_units()
+        aligned = plan.aligned
+        self._dv = aligned.column("data_version").to_pylist()
+        self._path = aligned.column("path").to_pylist()
+        self._format = aligned.column("format").to_pylist()
+
+    # ---- structure ----------------------------------------------------------------------------------
+
+    def _build_units(self) -> None:
+        layout, gids = self.layout, self.plan.step_gids
+        nodes = layout.node_of(gids)
+        self.units: list[_Unit] = []
+        unit_of = np.full(layout.size, -1, dtype=np.int64)
+        for gid, node in zip(gids.tolist(), nodes.tolist()):
+            name = layout.names[node]
+            asset = self.graph.nodes[name]
+            last = self.units[-1] if self.units else None
+            if (isinstance(asset, AssetDef) and asset.backfill == "single_run" and last is not None
+                    and last.asset == name and last.gids[-1] == gid - 1):
+                last.gids.append(gid)
+            else:
+                self.units.append(_Unit([gid], name, asset.pool))
+            unit_of[gid] = len(self.units) - 1
+        self.unit_of = unit_of
+        downs, ups = [], []
+        for name in {layout.names[n] for n in np.unique(nodes).tolist()}:
+            for ge in layout.edges[name]:
+                both = (unit_of[ge.down] >= 0) & (unit_of[ge.up] >= 0)
+                downs.append(unit_of[ge.down[both]])
+                ups.append(unit_of[ge.up[both]])
+        down = np.concatenate(downs) if downs else np.zeros(0, np.int64)
+        up = np.concatenate(ups) if ups else np.zeros(0, np.int64)
+        keep = down != up
+        pairs = np.unique(np.stack([up[keep], down[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
+        self.pending = np.bincount(pairs[:, 1], minlength=len(self.units)).astype(np.int64)
+        self.child_ptr = np.searchsorted(pairs[:, 0], np.arange(len(self.units) + 1))
+        self.children = pairs[:, 1]
+
+    # ---- main loop ----------------------------------------------------------------------------------
+
+    def run(self) -> list[StepReport]:
+        """Run every unit to an outcome; returns one report per step, in plan order."""
+        self.ready: dict[str | None, list[tuple[int, int]]] = {}
+        self.running: dict[int, _Unit] = {}
+        self.pool_running: dict[str | None, int] = {}
+        self.retries: list[tuple[float, int]] = []
+        self.remaining = len(self.units)
+        self.done_steps = 0
+        self._last_flush = time.monotonic()
+        self.executor.start(self.max_concurrency)
+        try:
+            for index in np.flatnonzero(self.pending == 0).tolist():
+                self._make_ready(index)
+            while self.remaining:
+                self._dispatch()
+                self._wait()
+                self._fire_timers()
+                self._maybe_flush()
+        except KeyboardInterrupt:
+            for job in list(self.running):
+                self.executor.abandon(job)
+            self._flush()
+            raise Interrupted("interrupted") from None
+        finally:
+            self.executor.close()
+        self._flush()
+        return [self.reports[g] for g in self.plan.step_gids.tolist()]
+
+    def _make_ready(self, index: int) -> None:
+        unit = self.units[index]
+        if self.stale and self._cut_off(unit):
+            for gid in unit.gids:
+                self._report(gid, "skipped", 0, self._dv[gid])
+                self.produced[gid] = (self._dv[gid], self._path[gid], self._format[gid])
+                self._row(unit, gid, "skipped", None, data_version=self._dv[gid])
+            self._finish(index)
+            return
+        heapq.heappush(self.ready.setdefault(unit.pool, []), (unit.gids[0], index))
+
+    def _cut_off(self, unit: _Unit) -> bool:
+        """Early cutoff: a step stale only because its inputs were going to change, whose inputs came out
+        identical, is up to date. The rebuilder decides, as it did for the plan."""
+        if any(int(self.plan.reasons[g]) != Reason.upstream_stale for g in unit.gids):
+            return False
+        return not self.plan.recheck(np.array(unit.gids), lambda g: self._current(g)[0]).any()
+
+    def _free(self, pool: str | None) -> bool:
+        if len(self.running) >= self.max_concurrency:
+            return False
+        return pool is None or self.pool_running.get(pool, 0) < self.pools.get(pool, self.max_concurrency)
+
+    def _dispatch(self) -> None:
+        while len(self.running) < self.max_concurrency:
+            candidates = [(heap[0], pool) for pool, heap in self.ready.items() if heap and self._free(pool)]
+            if not candidates:
+                return
+            (_, index), pool = min(candidates)
+            heapq.heappop(self.ready[pool])
+            self._start(index)
+
+    def _start(self, index: int) -> None:
+        unit = self.units[index]
+        unit.attempt += 1
+        task, missing = self._task(unit)
+        unit.started_at, unit.t0 = self.clock.now(), time.perf_counter()
+        if missing:
+            self._complete(index, AttemptResult("failed", 0.0, error=missing, retryable=False))
+            return
+        asset = self.graph.nodes[unit.asset]
+        unit.deadline = time.monotonic() + asset.timeout if asset.timeout else None
+        self.running[index] = unit
+        self.pool_running[unit.pool] = self.pool_running.get(unit.pool, 0) + 1
+        self.executor.submit(index, task)
+
+    def _wait(self) -> None:
+        timeout = FLUSH_EVERY_S
+        now = time.monotonic()
+        if self.retries:
+            timeout = min(timeout, self.retries[0][0] - now)
+        deadlines = [u.deadline for u in self.running.values() if u.deadline is not None]
+        if deadlines:
+            timeout = min(timeout, min(deadlines) - now)
+        if not self.running and not self.retries:
+            return
+        try:
+            job, result = self.executor.results.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return
+        self._on_result(job, result)
+        while True:  # drain whatever else finished, before scheduling again
+            try:
+                job, result = self.executor.results.get_nowait()
+            except queue.Empty:
+                return
+            self._on_result(job, result)
+
+    def _on_result(self, job: int, result: AttemptResult | BaseException) -> None:
+        unit = self.running.pop(job, None)
+        if unit is None:
+            return  # abandoned earlier
+        self.pool_running[unit.pool] -= 1
+        if isinstance(result, BaseException):
+            result = AttemptResult("failed", time.perf_counter() - unit.t0, error=f"{type(result).__name__}: {result}")
+        self._complete(job, result)
+
+    def _fire_timers(self) -> None:
+        now = time.monotonic()
+        while self.retries and self.retries[0][0] <= now:
+            _, index = heapq.heappop(self.retries)
+            heapq.heappush(self.ready.setdefault(self.units[index].pool, []), (self.units[index].gids[0], index))
+        for index, unit in list(self.running.items()):
+            if unit.deadline is not None and unit.deadline <= now:
+                self.executor.abandon(index)
+                del self.running[index]
+                self.pool_running[unit.pool] -= 1
+                timeout = self.graph.nodes[unit.asset].timeout
+                self._complete(index, AttemptResult("failed", time.perf_counter() - unit.t0,
+                                                    error=f"timed_out: attempt exceeded {timeout:g}s"))
+
+    # ---- outcomes -----------------------------------------------------------------------------------
+
+    def _complete(self, index: int, result: AttemptResult) -> None:
+        unit = self.units[index]
+        asset = self.graph.nodes[unit.asset]
+        assert isinstance(asset, AssetDef)
+        if result.outcome == "materialized":
+            for gid, stored in zip(unit.gids, result.stored):
+                self.produced[gid] = (stored.data_version, stored.path, stored.format)
+                mat_id = self._row(unit, gid, "materialized", result, stored=stored)
+                for down, up_asset, up_key, dv in unit.consumed:
+                    if down == gid:
+                        self.buffer.inputs.append({"mat_id": mat_id, "up_asset": up_asset, "up_partition": up_key, "data_version": dv})
+                self._report(gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
+            self._checks(result)
+            self._finish(index)
+            return
+        for gid in unit.gids:
+            self._row(unit, gid, result.outcome, result)
+        self._checks(result)
+        if result.outcome == "failed" and should_retry(asset.retry, unit.attempt, result.retryable):
+            delay = retry_delay(asset.retry, unit.attempt, self.rand())
+            heapq.heappush(self.retries, (time.monotonic() + delay, index))
+            return
+        for gid in unit.gids:
+            self._report(gid, result.outcome, unit.attempt, None, result.duration_s, result.error)
+        self._fail_downstream(index, result.outcome)
+        self._finish(index)
+
+    def _checks(self, result: AttemptResult) -> None:
+        at = self.clock.now()
+        for c in result.checks:
+            self.buffer.checks.append({
+                "run_id": self.run_id, "asset": self.graph.defs.checks[c.name].asset, "partition": c.partition,
+                "check_name": c.name, "passed": c.passed, "blocking": c.blocking, "error": c.error,
+                "metadata": json.dumps(dict(c.metadata), default=str), "checked_at": at,
+            })
+
+    def _fail_downstream(self, index: int, outcome: str) -> None:
+        todo = list(self.children[self.child_ptr[index]:self.child_ptr[index + 1]].tolist())
+        while todo:
+            child = todo.pop()
+            unit = self.units[child]
+            if unit.gids[0] in self.reports:
+                continue
+            for gid in unit.gids:
+                self._report(gid, "upstream_failed", 0, None)
+                self._row(unit, gid, "upstream_failed", None)
+            self.pending[child] = -1  # never becomes ready
+            self.remaining -= 1
+            todo.extend(self.children[self.child_ptr[child]:self.child_ptr[child + 1]].tolist())
+
+    def _finish(self, index: int) -> None:
+        self.remaining -= 1
+        for child in self.children[self.child_ptr[index]:self.child_ptr[index + 1]].tolist():
+            if self.pending[child] > 0:
+                self.pending[child] -= 1
+                if self.pending[child] == 0:
+                    self._make_ready(child)
+        if self.progress is not None:
+            self.progress(len(self.reports), len(self.plan.step_gids))
+
+    def _report(self, gid: int, outcome: str, attempts: int, dv: str | None, duration: float = 0.0, error: str | None = None) -> None:
+        name, key = self.layout.locate(gid)
+        self.reports[gid] = StepReport(name, external(key), outcome, attempts, dv, round(duration, 6), error)
+
+    def _row(self, unit: _Unit, gid: int, outcome: str, result: AttemptResult | None, stored: Any = None, data_version: str | None = None) -> int:
+        mat_id = self._next_mat_id
+        self._next_mat_id += 1
+        _, key = self.layout.locate(gid)
+        self.buffer.attempts.append({
+            "mat_id": mat_id, "run_id": self.run_id, "asset": unit.asset, "partition": key, "attempt": unit.attempt,
+            "outcome": outcome, "started_at": unit.started_at or self.clock.now(),
+            "duration_s": result.duration_s if result else 0.0, "error": result.error if result else None,
+            "traceback": result.traceback if result else None, "logs": result.logs if result else None,
+            "code_version": self.code_versions.get(unit.asset), "config_hash": self.config_hashes.get(unit.asset),
+            "data_version": stored.data_version if stored else data_version,
+            "path": stored.path if stored else None, "format": stored.format if stored else None,
+            "size": stored.size if stored else None,
+            "metadata": json.dumps(dict(result.metadata), default=str) if result and result.metadata else None,
+        })
+        return mat_id
+
+    # ---- tasks --------------------------------------------------------------------------------------
+
+    def _current(self, gid: int) -> tuple[str | None, str | None, str | None]:
+        got = self.produced.get(gid)
+        return got if got is not None else (self._dv[gid], self._path[gid], self._format[gid])
+
+    def _task(self, unit: _Unit) -> tuple[StepTask, str | None]:
+        layout = self.layout
+        first, _ = layout.span(unit.asset)
+        unit.consumed = []
+        inputs = []
+        missing = None
+        for ge in layout.edges[unit.asset]:
+            upstream = self.graph.nodes[ge.edge.upstream]
+            up_first, _ = layout.span(upstream.name)
+            up_keys = layout.keys[upstream.name]
+            wanted: list[int] = []
+            for gid in unit.gids:
+                for local_up in ge.local.upstream_of(gid - first).tolist():
+                    up_gid = up_first + local_up
+                    dv, path, fmt = self._current(up_gid)
+                    key = up_keys[local_up]
+                    unit.consumed.append((gid, upstream.name, key, dv))
+                    if up_gid not in wanted:
+                        wanted.append(up_gid)
+                    if dv is None and missing is None:
+                        missing = f"input '{upstream.name}' partition {external(key)!r} has no value" if not upstream.is_source \
+                            else f"source '{upstream.name}' partition {external(key)!r} is absent"
+            if ge.edge.param is None:
+                continue
+            entries = []
+            for up_gid in sorted(wanted):
+                key = up_keys[up_gid - up_first]
+                if isinstance(upstream, SourceDef):
+                    entries.append((key, upstream.path_for(key or None) if upstream.path else key, None))
+                else:
+                    _, path, fmt = self._current(up_gid)
+                    entries.append((key, path, fmt))
+            many = ge.edge.mapping.many(self.graph.nodes[unit.asset].partitions, upstream.partitions)
+            inputs.append(InputSpec(ge.edge.param, upstream.name, many, upstream.is_source, tuple(entries)))
+        partitions = tuple(layout.keys[unit.asset][g - first] for g in unit.gids)
+        task = StepTask(unit.asset, partitions, self.run_id, unit.attempt, tuple(inputs), self.config.get(unit.asset), self.values)
+        return task, missing
+
+    def _maybe_flush(self) -> None:
+        if len(self.buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if len(self.buffer) or self.buffer.checks:
+            self.store.write(self.buffer.take())

@@ -1,0 +1,421 @@
+"""The value store: where materialized values live, on any filesystem fsspec can reach.
+
+Why it looks the way it does:
+
+* **Content-addressed paths** (``{root}/{asset}/{data_version}.{ext}``). A path names its content, so a
+  file is never overwritten in place, a re-materialization that produced the same value writes
+  nothing, and a reader holding a path from the lineage store can never observe a newer value there.
+* **Atomic writes.** Runs get killed (SIGKILL, OOM, a laptop lid). A half-written file at a final path
+  would carry a name promising content it does not have, and content addressing would then skip
+  rewriting it forever. So nothing partial is ever visible at a final path: locally we write a
+  ``.tmp-`` file, fsync, ``os.replace`` and fsync the folder; object stores make a single PUT (or a
+  completed multipart upload) atomic by themselves; other filesystems get a temp key and a move.
+* **Cheap existence checks.** ``list_paths`` makes one listing per asset folder, so the engine can
+  notice values deleted behind its back without one request per value.
+* **Picklable.** Stores are shipped to worker processes; fsspec filesystems (with their sockets,
+  event loops and caches) are not safely picklable, so only the URL and storage options travel and
+  the filesystem is recreated lazily on the other side.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from assetflow.errors import StoreError
+from assetflow.hashing import Normalized, normalize, version_of
+
+__all__ = ["FORMATS", "TEMP_PREFIX", "StoredValue", "ValueMissingError", "ValueStore"]
+
+FORMATS: Final = ("parquet", "pandas", "polars", "bytes", "pickle")
+"""Every value format the store writes, as recorded in :attr:`StoredValue.format`."""
+
+TEMP_PREFIX: Final = ".tmp-"
+"""Names of in-progress local writes start with this; listings ignore them (leftovers of a crash)."""
+
+_FORMAT_OF_KIND: Final = {
+    "arrow": "parquet",
+    "pandas": "pandas",
+    "polars": "polars",
+    "bytes": "bytes",
+    "str": "pickle",
+    "pickle": "pickle",
+}
+_EXTENSION: Final = {"parquet": "parquet", "pandas": "parquet", "polars": "parquet", "bytes": "bin", "pickle": "pkl"}
+_VALUE_NAME: Final = re.compile(r"[0-9a-f]{32}\.(?:parquet|bin|pkl)")
+
+# For these a single PUT, or a multipart upload that only appears once completed, is already atomic.
+_OBJECT_STORE_PROTOCOLS: Final = frozenset(
+    {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss", "memory"}
+)
+
+_WriteMode = Literal["local", "direct", "rename"]
+_Encoded = pa.Table | bytes | bytearray | memoryview
+
+
+class ValueMissingError(StoreError, FileNotFoundError):
+    """A value path recorded somewhere is not (or no longer) in the data root.
+
+    Both a :class:`StoreError` (for the CLI) and a :class:`FileNotFoundError` (for callers that treat a
+    deleted value as "needs rebuilding").
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    """Where and how one value was stored."""
+
+    path: str
+    """Relative to the data root, e.g. ``"features/3f2a...e1.parquet"``."""
+    format: str
+    """One of :data:`FORMATS`; pass it back to :meth:`ValueStore.get`."""
+    size: int
+    """Bytes written, or already present when the same content was stored before."""
+    content_hash: str
+    """The value's :func:`~assetflow.hashing.data_version`."""
+
+
+class ValueStore:
+    """Content-addressed, atomically written values under one root URL (local path or fsspec URL)."""
+
+    __slots__ = ("url", "storage_options", "_fs", "_root")
+
+    url: str
+    """The data root. A relative local path is made absolute, so workers with another cwd agree."""
+    storage_options: dict[str, Any]
+    """Passed to fsspec when the filesystem is (re)created."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        """Open the data root at ``url``; raise :class:`StoreError` if it cannot be one.
+
+        Nothing is created until the first :meth:`put`. Only local roots are checked eagerly (a remote
+        check would cost a request in every worker process).
+        """
+        self.url = _absolute_if_local(url)
+        self.storage_options = dict(storage_options or {})
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._root = ""
+        self._filesystem()
+        if isinstance(self._fs, LocalFileSystem):
+            _check_local_root(self._root, self.url)
+
+    # --- pickling: only the address travels ----------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Keep only the URL and storage options: the filesystem is rebuilt lazily after unpickling."""
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`__getstate__` without touching the filesystem yet."""
+        self.url = state["url"]
+        self.storage_options = state["storage_options"]
+        self._fs = None
+        self._root = ""
+
+    def __repr__(self) -> str:
+        """Show the root URL (never the storage options, which may hold credentials)."""
+        return f"ValueStore({self.url!r})"
+
+    # --- public API ----------------------------------------------------------------------------------
+
+    def put(self, asset: str, value: object) -> StoredValue:
+        """Store ``value`` for ``asset`` under its content hash; a no-op if that content is already there."""
+        normalized = normalize(value)
+        content_hash = version_of(normalized)
+        fmt = _FORMAT_OF_KIND[normalized.kind]
+        path = f"{_checked_relative(asset, self.url)}/{content_hash}.{_EXTENSION[fmt]}"
+        full = self._full(path)
+        with self._os_errors("write", path, missing_is_absent=False):
+            existing = self._size_if_present(full)
+            # Content-addressed: whatever is at this path already is this content.
+            size = existing if existing is not None else self._write(full, _encode(normalized, value))
+        return StoredValue(path=path, format=fmt, size=size, content_hash=content_hash)
+
+    def get(self, path: str, format: str) -> object:
+        """Read back a value written by :meth:`put` (``format`` as in its :class:`StoredValue`).
+
+        ``parquet`` gives a ``pyarrow.Table``, ``pandas`` / ``polars`` a DataFrame of that library,
+        ``bytes`` the bytes and ``pickle`` the unpickled object. Raises :class:`ValueMissingError`.
+        """
+        if format not in FORMATS:
+            raise StoreError(f"unknown value format {format!r} for {path} in data root {self.url}")
+        full = self._full(path)
+        with self._os_errors("read", path, missing_is_absent=True):
+            with self._open_for_read(full) as source:
+                if _EXTENSION[format] == "parquet":
+                    return _frame_from_table(pq.read_table(source), format)
+                data = source.read()
+        return data if format == "bytes" else pickle.loads(data)
+
+    def exists(self, path: str) -> bool:
+        """True if a value is stored at ``path``."""
+        full = self._full(path)
+        with self._os_errors("check", path, missing_is_absent=False):
+            return self._size_if_present(full) is not None
+
+    def list_paths(self, assets: Iterable[str]) -> set[str]:
+        """Every value path present under these assets' folders, with one listing per folder.
+
+        A missing folder lists as empty; in-progress or crashed temp files and anything not named like
+        a value are ignored.
+        """
+        fs = self._filesystem()
+        found: set[str] = set()
+        for asset in dict.fromkeys(assets):  # dedupe, keep order
+            folder = self._full(_checked_relative(asset, self.url))
+            with self._os_errors("list", asset, missing_is_absent=False):
+                fs.invalidate_cache(folder)  # listings may be cached: we want what is there *now*
+                try:
+                    entries = fs.ls(folder, detail=False)
+                except FileNotFoundError:
+                    continue
+            names = (str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+            found.update(f"{asset}/{name}" for name in names if _VALUE_NAME.fullmatch(name))
+        return found
+
+    def delete(self, path: str) -> int:
+        """Delete the value at ``path``; return the bytes freed (0 if it was not there)."""
+        fs, full = self._filesystem(), self._full(path)
+        with self._os_errors("delete", path, missing_is_absent=False):
+            size = self._size_if_present(full)
+            if size is None:
+                return 0
+            try:
+                fs.rm_file(full)
+            except FileNotFoundError:  # deleted concurrently: someone else freed it
+                return 0
+        return size
+
+    def size(self, path: str) -> int:
+        """Size in bytes of the value at ``path``; raises :class:`ValueMissingError` if absent."""
+        full = self._full(path)
+        with self._os_errors("stat", path, missing_is_absent=False):
+            size = self._size_if_present(full)
+        if size is None:
+            raise ValueMissingError(f"value {path} is missing from data root {self.url}")
+        return size
+
+    # --- filesystem plumbing -------------------------------------------------------------------------
+
+    def _filesystem(self) -> fsspec.AbstractFileSystem:
+        """The fsspec filesystem, created on first use (again after unpickling)."""
+        if self._fs is None:
+            try:
+                fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            except (ValueError, ImportError, TypeError, OSError) as exc:
+                raise StoreError(f"cannot open data root {self.url}: {_one_line(exc)}") from exc
+            self._fs, self._root = fs, root.rstrip("/")
+        return self._fs
+
+    def _full(self, path: str) -> str:
+        """The filesystem path of a root-relative path."""
+        self._filesystem()
+        relative = _checked_relative(path, self.url)
+        return f"{self._root}/{relative}" if self._root else relative
+
+    def _write_mode(self) -> _WriteMode:
+        fs = self._filesystem()
+        if isinstance(fs, LocalFileSystem):
+            return "local"
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        return "direct" if protocols & _OBJECT_STORE_PROTOCOLS else "rename"
+
+    def _size_if_present(self, full: str) -> int | None:
+        """Size of the file at ``full``, or None if there is none (fresh, not from a listing cache)."""
+        fs = self._filesystem()
+        fs.invalidate_cache(full)
+        try:
+            info = fs.info(full)
+        except FileNotFoundError:
+            return None
+        return int(info["size"]) if info.get("type") == "file" else None
+
+    def _write(self, full: str, encoded: _Encoded) -> int:
+        """Write ``encoded`` so that ``full`` either does not exist or holds all of it; return the size."""
+        mode = self._write_mode()
+        if mode == "local":
+            return _write_local_atomically(full, lambda sink: _write_encoded(encoded, sink))
+        data = _to_bytes(encoded)
+        fs = self._filesystem()
+        if mode == "direct":
+            fs.pipe_file(full, data)  # one PUT (or multipart upload): visible only once complete
+            return len(data)
+        folder, name = full.rsplit("/", 1)
+        temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+        try:
+            fs.pipe_file(temp, data)
+            fs.mv(temp, full)
+        except BaseException:
+            with suppress(Exception):
+                fs.rm_file(temp)
+            raise
+        return len(data)
+
+    @contextmanager
+    def _open_for_read(self, full: str) -> Iterator[pa.NativeFile]:
+        """A native file to read ``full`` from: streamed locally, one GET for remote stores."""
+        fs = self._filesystem()
+        if isinstance(fs, LocalFileSystem):
+            with pa.OSFile(full, "rb") as source:
+                yield source
+        else:
+            yield pa.BufferReader(fs.cat_file(full))
+
+    @contextmanager
+    def _os_errors(self, action: str, path: str, *, missing_is_absent: bool) -> Iterator[None]:
+        """Turn filesystem errors into one-line :class:`StoreError`s that name the root URL."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except FileNotFoundError as exc:
+            if missing_is_absent:
+                raise ValueMissingError(f"value {path} is missing from data root {self.url}") from exc
+            raise StoreError(f"cannot {action} {path} in data root {self.url}: {_one_line(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot {action} {path} in data root {self.url}: {_one_line(exc)}") from exc
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message squeezed onto one line (errors are printed as one line)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _absolute_if_local(url: str) -> str:
+    """Make a plain local path absolute; leave URLs (anything with a protocol) alone."""
+    if "://" in url or "::" in url:
+        return url
+    return os.path.abspath(os.path.expanduser(url))
+
+
+def _check_local_root(root: str, url: str) -> None:
+    """Fail now, with the URL, if a local root (or its nearest existing ancestor) is not a folder."""
+    probe = root or os.sep
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            return
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is not a directory" if probe == root else f"is under {probe}, which is not a directory"
+        raise StoreError(f"data root {url} {what}")
+
+
+def _checked_relative(path: str, url: str) -> str:
+    """Reject paths that could escape the root or alias another path ('..', '.', '//', absolute)."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"invalid path {path!r} in data root {url}")
+    return path
+
+
+def _encode(normalized: Normalized, value: object) -> _Encoded:
+    """What gets written: the Arrow table that was hashed, raw bytes, or a pickle."""
+    if normalized.table is not None:
+        return normalized.table
+    if normalized.kind == "str":
+        return pickle.dumps(value, protocol=5)  # hashed as UTF-8, but stored in the pickle format
+    assert normalized.payload is not None
+    return normalized.payload
+
+
+def _write_encoded(encoded: _Encoded, sink: pa.NativeFile) -> None:
+    if isinstance(encoded, pa.Table):
+        pq.write_table(encoded, sink)
+    else:
+        sink.write(encoded)
+
+
+def _to_bytes(encoded: _Encoded) -> bytes:
+    """Serialize fully in memory: object-store uploads need the whole body (or parts) up front."""
+    if not isinstance(encoded, pa.Table):
+        return bytes(encoded)
+    sink = pa.BufferOutputStream()
+    pq.write_table(encoded, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _frame_from_table(table: pa.Table, format: str) -> object:
+    """Turn a table read from Parquet back into the frame type it was stored from."""
+    if format == "pandas":
+        return table.to_pandas()  # pandas metadata in the schema restores the index and dtypes
+    if format == "polars":
+        import polars  # optional dependency: only needed to read polars values back
+
+        return polars.from_arrow(table)
+    return table
+
+
+def _write_local_atomically(full: str, write: Callable[[pa.NativeFile], None]) -> int:
+    """Write via a fsynced temp file in the same folder and ``os.replace``; return the size.
+
+    A crash at any point leaves either no file at ``full`` or the complete one, plus perhaps a
+    ``.tmp-`` leftover that listings ignore.
+    """
+    folder, name = os.path.split(full)
+    created = _makedirs(folder)
+    temp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
+    try:
+        with pa.OSFile(temp, "wb") as sink:  # native writes: no GIL round trip per block
+            write(sink)
+        _fsync(temp)  # data on disk *before* the rename makes it visible
+        size = os.path.getsize(temp)
+        os.replace(temp, full)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(temp)
+        raise
+    # Make the rename itself durable, and the entries of any folders we just created.
+    for directory in [folder, *(os.path.dirname(d) for d in created)]:
+        _fsync_directory(directory)
+    return size
+
+
+def _makedirs(folder: str) -> list[str]:
+    """Create ``folder`` and missing parents; return the folders that were created."""
+    missing: list[str] = []
+    probe = folder
+    while probe and not os.path.isdir(probe):
+        missing.append(probe)
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    os.makedirs(folder, exist_ok=True)
+    return missing
+
+
+def _fsync(path: str) -> None:
+    # fsync flushes the file's pages whatever the descriptor's mode, so a read-only open suffices.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # some platforms cannot open folders; durability is best effort there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
