@@ -265,7 +265,8 @@ def _mask(f: PartitionFilter, definition: PartitionsDefinition, now: datetime) -
             try:
                 definition.validate_key(key)
             except PartitionError as error:
-                raise PartitionError(f"{error} (in partition range '{f.text}')") from None
+                hint = f"; to select by time use {key}..{key}" if _BOUND_RE.fullmatch(key) else ""
+                raise PartitionError(f"{error} (in partition range '{f.text}'{hint})") from None
         wanted = set(f.keys)
         return np.fromiter((k in wanted for k in keys), dtype=bool, count=len(keys))
     if f.temporal:

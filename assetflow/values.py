@@ -333,9 +333,15 @@ def _encode(normalized: Normalized, value: object) -> _Encoded:
     return normalized.payload
 
 
+def _write_parquet(table: pa.Table, sink: pa.NativeFile) -> None:
+    # Parquet's "compliant" nested naming would rename list children (item -> element): the table
+    # read back would have another type, hence another version. Keep Arrow's names.
+    pq.write_table(table, sink, use_compliant_nested_type=False)
+
+
 def _write_encoded(encoded: _Encoded, sink: pa.NativeFile) -> None:
     if isinstance(encoded, pa.Table):
-        pq.write_table(encoded, sink)
+        _write_parquet(encoded, sink)
     else:
         sink.write(encoded)
 
@@ -345,7 +351,7 @@ def _to_bytes(encoded: _Encoded) -> bytes:
     if not isinstance(encoded, pa.Table):
         return bytes(encoded)
     sink = pa.BufferOutputStream()
-    pq.write_table(encoded, sink)
+    _write_parquet(encoded, sink)
     return sink.getvalue().to_pybytes()
 
 
