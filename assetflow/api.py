@@ -22,7 +22,7 @@ from .graph import AssetGraph
 from .layout import Layout
 from .lineage import LineageStore
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
-from .ranges import parse_partition_filters, select_partitions
+from .ranges import parse_partition_filters, select_partitions, unmatched_filters
 from .results import RunResult, StepResultModel
 from .runlock import acquire
 from .scheduler import Coordinator
@@ -92,10 +92,12 @@ def build_request(graph: AssetGraph, select: Sequence[str] | str | None, stale: 
     texts = [partitions] if isinstance(partitions, str) else list(partitions or [])
     filters = parse_partition_filters(texts) if texts else ()
     if filters:
-        applies = [name for name in chosen
-                   if select_partitions(filters, graph.nodes[name].partitions, now) is not None]
-        if not applies:
-            raise PartitionError(f"--partitions {' '.join(texts)} applies to none of the selected assets")
+        # A filter that fits no selected asset is a typo, not "everything": refuse it.
+        unmatched = unmatched_filters(filters, [graph.nodes[name].partitions for name in chosen])
+        if unmatched:
+            raise PartitionError(f"--partitions {unmatched[0].text} matches no partitions of the selected assets")
+        for name in chosen:  # validates keys and bounds against each definition
+            select_partitions(filters, graph.nodes[name].partitions, now)
     return PlanRequest(frozenset(chosen), tuple(filters), stale)
 
 

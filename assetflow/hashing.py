@@ -277,7 +277,7 @@ class _ColumnStreams:
         if pa.types.is_null(type_):
             return  # no values beyond the row count and validity
         if pa.types.is_boolean(type_):
-            self._feed_booleans(chunk)
+            self._feed_booleans(chunk, valid)
         elif _is_binary_like(type_):
             self._feed_binary(chunk)
         else:
@@ -298,34 +298,35 @@ class _ColumnStreams:
         self.values.update(memoryview(sink.getvalue()))
 
     def _feed_validity(self, chunk: pa.Array) -> np.ndarray | None:
-        """Feed one byte per row (1 = valid) when the column has nulls; return the mask if the chunk does."""
+        """Feed one byte per row (1 = valid) when the column has nulls; return the mask if the chunk has any."""
         if not self.has_nulls:
             return None
         if chunk.null_count == 0:
-            self.validity.update(np.ones(len(chunk), dtype=np.uint8).data)
+            _feed_ones(self.validity, len(chunk))
             return None
-        # is_valid normalizes bit offsets and the null type's implicit nulls alike.
-        mask = pc.is_valid(chunk).to_numpy(zero_copy_only=False)
-        self.validity.update(mask.view(np.uint8).data)
+        bitmap = chunk.buffers()[0]
+        if bitmap is None:  # the null type: every row is null and there is no bitmap
+            mask = np.zeros(len(chunk), dtype=np.uint8)
+        else:
+            mask = _unpack_bits(bitmap, chunk.offset, len(chunk))
+        self.validity.update(mask.data)
         return mask
 
-    def _feed_booleans(self, chunk: pa.Array) -> None:
-        # Bit-packed with a bit offset: unpack to one byte per value; nulls read as False.
-        if chunk.null_count:
-            chunk = pc.fill_null(chunk, False)
-        self.values.update(chunk.to_numpy(zero_copy_only=False).view(np.uint8).data)
+    def _feed_booleans(self, chunk: pa.Array, valid: np.ndarray | None) -> None:
+        # Bit-packed, possibly at a bit offset: unpack to one byte per value; nulls read as False.
+        values = _unpack_bits(chunk.buffers()[1], chunk.offset, len(chunk))
+        if valid is not None:
+            values = np.bitwise_and(values, valid)
+        self.values.update(values.data)
 
     def _feed_fixed(self, chunk: pa.Array, width: int, valid: np.ndarray | None) -> None:
-        """Feed a fixed-width chunk's data buffer slice zero-copy; with nulls, a copy with nulls zeroed."""
+        """Feed a fixed-width chunk's data buffer slice zero-copy; with nulls, blocks with nulls zeroed."""
         start, stop = chunk.offset * width, (chunk.offset + len(chunk)) * width
         data = memoryview(chunk.buffers()[1])[start:stop]
         if valid is None:
             self.values.update(data)
-            return
-        # Bytes under null slots are unspecified: zero them (one generic path for every width).
-        rows = np.frombuffer(data, dtype=np.uint8).reshape(len(chunk), width).copy()
-        rows[~valid] = 0
-        self.values.update(rows.data)
+        else:
+            _feed_zeroing_nulls(self.values, data, width, valid)
 
     def _feed_binary(self, chunk: pa.Array) -> None:
         """Feed per-value lengths (int64) and the contiguous value bytes of a (large_)string/binary chunk."""
@@ -340,6 +341,40 @@ class _ColumnStreams:
         self.lengths.update(np.diff(offsets).astype(np.int64, copy=False).data)
         if data_buf is not None and offsets[-1] > offsets[0]:
             self.values.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+
+
+# Rows per block when a copy is unavoidable: a small reused buffer stays in cache and never page-faults.
+_BLOCK_ROWS: Final = 1 << 16
+_ONES: Final = np.ones(1 << 20, dtype=np.uint8)
+
+
+def _unpack_bits(bitmap: pa.Buffer, offset: int, length: int) -> np.ndarray:
+    """One uint8 (0 or 1) per bit of an LSB-first Arrow bitmap, starting at bit ``offset``."""
+    first_byte, skip = divmod(offset, 8)
+    packed = np.frombuffer(bitmap, dtype=np.uint8, count=(skip + length + 7) // 8, offset=first_byte)
+    return np.unpackbits(packed, count=skip + length, bitorder="little")[skip:]
+
+
+def _feed_ones(hasher: xxhash.xxh3_128, count: int) -> None:
+    """Feed ``count`` one-bytes (validity of a chunk without nulls) without allocating them."""
+    for start in range(0, count, len(_ONES)):
+        hasher.update(_ONES[: min(len(_ONES), count - start)].data)
+
+
+def _feed_zeroing_nulls(hasher: xxhash.xxh3_128, data: memoryview, width: int, valid: np.ndarray) -> None:
+    """Feed fixed-width values with every null slot's bytes replaced by zeros.
+
+    Bytes under nulls are unspecified, so they must not reach the hash. Multiplying by the 0/1
+    validity in cache-sized blocks is one generic path for every width (1..32 bytes and odd ones).
+    """
+    item = next(size for size in (8, 4, 2, 1) if width % size == 0)
+    rows = np.frombuffer(data, dtype=f"<u{item}").reshape(-1, width // item)
+    out = np.empty((min(len(rows), _BLOCK_ROWS), rows.shape[1]), dtype=rows.dtype)
+    for start in range(0, len(rows), _BLOCK_ROWS):
+        block = rows[start : start + _BLOCK_ROWS]
+        zeroed = out[: len(block)]
+        np.multiply(block, valid[start : start + len(block), None], out=zeroed)
+        hasher.update(zeroed.data)
 
 
 def _has_large_offsets(type_: pa.DataType) -> bool:

@@ -103,6 +103,7 @@ def _check_dates(tokens: Iterable[str], text: str) -> None:
 
 
 def _parse_range(body: str, text: str, dimension: str | None) -> PartitionFilter:
+    """Parse ``LO..HI``: both bounds dates/hours (checked, and ordered) or both keys."""
     if body.count("..") != 1:
         raise PartitionError(f"invalid partition range '{text}': expected LO..HI with one '..'")
     lo, hi = (part.strip() or None for part in body.split(".."))
@@ -284,6 +285,7 @@ def _mask(f: PartitionFilter, definition: PartitionsDefinition, now: datetime) -
 
 
 def _union(masks: list[np.ndarray]) -> np.ndarray:
+    """Element-wise OR: several filters on one dimension add up."""
     return np.logical_or.reduce(masks) if len(masks) > 1 else masks[0]
 
 
