@@ -185,6 +185,7 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     finally:
         lock.release()
     return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=run_tags,
+                     checks=coordinator.check_results,
                      steps=[StepResultModel(**asdict(r)) for r in reports])
 
 

@@ -78,6 +78,7 @@ class RunResult(BaseModel):
     counts: dict[str, int]
     steps: list[StepResultModel]
     tags: dict[str, str] = Field(default_factory=dict)
+    checks: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:

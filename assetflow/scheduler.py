@@ -13,6 +13,8 @@ import heapq
 import json
 import queue
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -98,6 +100,7 @@ class Coordinator:
         self._next_mat_id = mat_id_base
         self.buffer = _Buffer()
         self.reports: dict[int, StepReport] = {}
+        self.check_results: list[dict[str, Any]] = []
         self.produced: dict[int, tuple[str, str | None, str | None]] = {}
         self._build_units()
         aligned = plan.aligned
@@ -149,10 +152,16 @@ class Coordinator:
         self.done_steps = 0
         self._last_flush = time.monotonic()
         self.executor.start(self.max_concurrency)
+        self._interrupted = False
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             for index in np.flatnonzero(self.pending == 0).tolist():
                 self._make_ready(index)
             while self.remaining:
+                if self._interrupted:
+                    raise KeyboardInterrupt
                 self._dispatch()
                 self._wait()
                 self._fire_timers()
@@ -163,9 +172,18 @@ class Coordinator:
             self._flush()
             raise Interrupted("interrupted") from None
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.executor.close()
         self._flush()
         return [self.reports[g] for g in self.plan.step_gids.tolist()]
+
+    def _on_sigint(self, signum: int, frame: object) -> None:
+        # First Ctrl-C: stop scheduling at the next loop turn (at most one flush interval away) and
+        # record what finished. A second one stops at once.
+        if self._interrupted:
+            raise KeyboardInterrupt
+        self._interrupted = True
 
     def _make_ready(self, index: int) -> None:
         unit = self.units[index]
@@ -290,6 +308,8 @@ class Coordinator:
     def _checks(self, result: AttemptResult) -> None:
         at = self.clock.now()
         for c in result.checks:
+            self.check_results.append({"asset": self.graph.defs.checks[c.name].asset, "partition": external(c.partition),
+                                       "check": c.name, "passed": c.passed, "blocking": c.blocking, "error": c.error})
             self.buffer.checks.append({
                 "run_id": self.run_id, "asset": self.graph.defs.checks[c.name].asset, "partition": c.partition,
                 "check_name": c.name, "passed": c.passed, "blocking": c.blocking, "error": c.error,

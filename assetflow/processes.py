@@ -1,0 +1,184 @@
+"""The process executor: attempts run in worker processes, for CPU-bound assets (no GIL contention) and
+for timeouts that really stop the work (a timed-out worker is killed and replaced).
+
+Workers re-import the user's definitions from the module or file that built them, so the asset
+functions never cross the process boundary — only small :class:`~assetflow.worker.StepTask` and
+:class:`~assetflow.worker.AttemptResult` values do. Workers write values to the data root themselves;
+the coordinating process alone writes lineage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import multiprocessing
+import queue
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from .context import routed_output
+from .definitions import Definitions
+from .errors import UsageError
+from .worker import AttemptResult, StepTask, run_attempt
+
+
+@dataclass(frozen=True, slots=True)
+class Locator:
+    """How a worker process finds the definitions: import ``module``, or execute ``file``."""
+
+    module: str | None
+    file: str | None
+    path: tuple[str, ...]
+
+    @staticmethod
+    def of(defs: Definitions) -> Locator:
+        """Where ``defs`` came from; raises if it cannot be re-imported in another process."""
+        if defs.source_file is None or defs.module_name is None:
+            raise UsageError("--executor processes needs definitions built at module level in a file")
+        module = defs.module_name if defs.module_name != "__main__" else None
+        return Locator(module, str(defs.source_file), tuple(sys.path))
+
+    def load(self) -> Definitions:
+        """Import the definitions (in the worker)."""
+        sys.path[:] = list(self.path)
+        loaded: Any = None
+        if self.module and self.module in sys.modules:
+            loaded = sys.modules[self.module]
+        elif self.module:
+            try:
+                loaded = importlib.import_module(self.module)
+            except ImportError:
+                loaded = None
+        if loaded is None:
+            assert self.file is not None
+            name = self.module or Path(self.file).stem
+            spec = importlib.util.spec_from_file_location(name, self.file)
+            loaded = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[name] = loaded
+            spec.loader.exec_module(loaded)  # type: ignore[union-attr]
+        found = [v for v in vars(loaded).values() if isinstance(v, Definitions)]
+        if not found:
+            raise UsageError(f"no Definitions found in {self.module or self.file}")
+        return getattr(loaded, "defs", None) if isinstance(getattr(loaded, "defs", None), Definitions) else found[0]
+
+
+def _worker_main(conn: Connection, locator: Locator) -> None:
+    """A worker process: receive tasks, run them, send results, until told to stop."""
+    defs = locator.load()
+    checks: dict[str, list] = {}
+    for check in defs.checks.values():
+        checks.setdefault(check.asset, []).append(check)
+    with routed_output():
+        while True:
+            try:
+                item = conn.recv()
+            except EOFError:
+                return
+            if item is None:
+                return
+            job, task = item
+            try:
+                result: Any = run_attempt(task, defs.assets[task.asset], checks.get(task.asset, []))  # type: ignore[arg-type]
+            except BaseException as exc:  # never let a worker die on a bug: report it as a failed attempt
+                result = AttemptResult("failed", 0.0, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+            try:
+                conn.send((job, result))
+            except Exception as exc:  # e.g. unpicklable metadata
+                conn.send((job, AttemptResult("failed", 0.0, error=f"result could not be sent back: {exc}", retryable=False)))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    job: int | None = None
+
+
+class ProcessExecutor:
+    """Runs attempts on a pool of worker processes; abandoned attempts are killed."""
+
+    def __init__(self, defs: Definitions) -> None:
+        self.locator = Locator.of(defs)
+        self.results: queue.Queue[tuple[int, Any]] = queue.Queue()
+        # forkserver: workers start from a clean interpreter, never from a fork of a multi-threaded one.
+        self._ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+        self._idle: list[_Worker] = []
+        self._busy: dict[int, _Worker] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def start(self, slots: int) -> None:
+        """Start ``slots`` worker processes."""
+        for _ in range(slots):
+            self._idle.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_worker_main, args=(child, self.locator), daemon=True)
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        threading.Thread(target=self._read, args=(worker,), daemon=True, name="assetflow-proc-reader").start()
+        return worker
+
+    def _read(self, worker: _Worker) -> None:
+        while True:
+            try:
+                job, result = worker.conn.recv()
+            except (EOFError, OSError):
+                with self._lock:
+                    job = worker.job
+                    lost = job is not None and self._busy.get(job) is worker and not self._closed
+                    if lost:
+                        del self._busy[job]
+                        self._idle.append(self._spawn())
+                if lost:
+                    code = worker.process.exitcode
+                    self.results.put((job, RuntimeError(f"worker process died (exit code {code})")))
+                return
+            with self._lock:
+                self._busy.pop(job, None)
+                worker.job = None
+                self._idle.append(worker)
+            self.results.put((job, result))
+
+    def submit(self, job: int, task: StepTask) -> None:
+        """Send one attempt to an idle worker."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else self._spawn()
+            worker.job = job
+            self._busy[job] = worker
+        worker.conn.send((job, task))
+
+    def abandon(self, job: int) -> None:
+        """Kill the worker running ``job`` and replace it."""
+        with self._lock:
+            worker = self._busy.pop(job, None)
+            if worker is None:
+                return
+            worker.job = None
+            self._idle.append(self._spawn())
+        worker.process.kill()
+        worker.process.join(5)
+
+    def close(self) -> None:
+        """Stop idle workers and kill busy ones."""
+        with self._lock:
+            self._closed = True
+            idle, busy = list(self._idle), list(self._busy.values())
+        for worker in idle:
+            try:
+                worker.conn.send(None)
+            except OSError:
+                pass
+        for worker in busy:
+            worker.process.kill()
+        for worker in idle + busy:
+            worker.process.join(5)
+            if worker.process.is_alive():
+                worker.process.kill()
