@@ -24,7 +24,7 @@ from .lineage import LineageStore
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
 from .results import RunResult, StepResultModel
-from .runlock import acquire
+from .state import LocalState, RemoteState, open_state
 from .scheduler import Coordinator
 from .selection import select_assets
 from .sources import observe_sources
@@ -35,13 +35,18 @@ Partitions = str | Sequence[str] | None
 
 @dataclass
 class Project:
-    """Definitions bound to a store, a data root and a clock: everything a command needs."""
+    """Definitions bound to lineage state, a data root and a clock: everything a command needs."""
 
     defs: Definitions
     graph: AssetGraph
-    store: LineageStore
+    state: LocalState | RemoteState
     values: ValueStore
     clock: Clock
+
+    @property
+    def store(self) -> LineageStore:
+        """The lineage store to read from (a downloaded copy for remote state)."""
+        return self.state.reader()
 
     @property
     def now(self) -> datetime:
@@ -54,15 +59,16 @@ class Project:
 
 def open_project(defs: Definitions, *, store: str | os.PathLike[str] | None = None, data: str | None = None,
                  storage_options: Mapping[str, Any] | None = None, clock: Clock | None = None) -> Project:
-    """Resolve the store and data locations (argument, then environment, then project default)."""
+    """Resolve the store and data locations (argument, then environment, then project default).
+    ``storage_options`` go to fsspec for both a remote store and a remote data root."""
     if not isinstance(defs, Definitions):
         raise UsageError(f"expected af.Definitions, got {type(defs).__name__}")
     graph = AssetGraph(defs)
     root = defs.root
     store_path = store or os.environ.get("ASSETFLOW_STORE") or root / ".assetflow" / "lineage.duckdb"
     data_url = data or os.environ.get("ASSETFLOW_DATA") or str(root / ".assetflow" / "data")
-    return Project(defs, graph, LineageStore(Path(store_path)), ValueStore(str(data_url), dict(storage_options or {})),
-                   clock or clock_from_env())
+    options = dict(storage_options or {})
+    return Project(defs, graph, open_state(store_path, options), ValueStore(str(data_url), options), clock or clock_from_env())
 
 
 def _is_asset(obj: object) -> bool:
@@ -75,13 +81,13 @@ def code_versions(graph: AssetGraph) -> dict[str, str]:
             for a in graph.assets()}
 
 
-def observe(project: Project, config: ConfigSource = None, *, with_sources: bool = True) -> tuple[Observed, dict[str, Any]]:
+def observe(project: Project, config: ConfigSource = None, *, store: LineageStore | None = None) -> tuple[Observed, dict[str, Any]]:
     """Read everything the planner needs (store snapshot, code, config, values present, sources)."""
     instances, hashes = bind_config(project.graph, read_config(config))
     versions = code_versions(project.graph)
-    snapshot = project.store.snapshot()
+    snapshot = (store or project.store).snapshot()
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
-    sources = observe_sources(project.graph.sources(), project.now) if with_sources else None
+    sources = observe_sources(project.graph.sources(), project.now)
     return Observed(snapshot, versions, hashes, present, sources), instances
 
 
@@ -103,9 +109,9 @@ def build_request(graph: AssetGraph, select: Sequence[str] | str | None, stale: 
 
 def plan(defs: Definitions, select: Sequence[str] | str | None = None, stale: bool = False,
          partitions: Partitions = None, *, store: str | None = None, data: str | None = None,
-         config: ConfigSource = None) -> Plan:
+         config: ConfigSource = None, storage_options: Mapping[str, Any] | None = None) -> Plan:
     """What ``materialize`` would run, with reasons. Changes nothing."""
-    project = open_project(defs, store=store, data=data)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     request = build_request(project.graph, select, stale, partitions, project.now)
     observed, _ = observe(project, config)
     return make_plan(project.graph, observed, project.now, request)
@@ -145,10 +151,11 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
                 tags: Mapping[str, str] | None = None, config: ConfigSource = None, executor: str = "threads",
                 store: str | None = None, data: str | None = None, wait: bool = False,
                 progress: Callable[[int, int], None] | None = None, on_plan: Callable[[Plan], None] | None = None,
-                executor_options: Mapping[str, Any] | None = None) -> RunResult:
+                executor_options: Mapping[str, Any] | None = None,
+                storage_options: Mapping[str, Any] | None = None) -> RunResult:
     """Build the selected (asset, partition) pairs — only the stale ones with ``stale=True`` — and record
     their lineage. Returns the run's outcome; raises on usage errors before anything is written."""
-    project = open_project(defs, store=store, data=data)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     request = build_request(project.graph, select, stale, partitions, project.now)
     if max_concurrency is not None and max_concurrency < 1:
         raise UsageError(f"--max-concurrency {max_concurrency} must be at least 1")
@@ -157,18 +164,19 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     kind = _kind(stale, partitions)
     run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()}, "kind": kind}
     run_id = new_run_id(project.now)
-    lock = acquire(project.store.path, run_id, wait=wait)
+    lock = project.state.lock(run_id, wait=wait)
     try:
+        store = project.state.writer()
         # Observe again under the lock: another run may have finished while we waited.
-        observed, instances = observe(project, config)
+        observed, instances = observe(project, config, store=store)
         the_plan = make_plan(project.graph, observed, project.now, request)
         if on_plan is not None:
             on_plan(the_plan)
-        mat_id_base = project.store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
+        mat_id_base = store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
         if observed.source_versions is not None:
-            project.store.record_observations(_stamped(observed.source_versions, project.now))
+            store.record_observations(_stamped(observed.source_versions, project.now))
         coordinator = Coordinator(
-            plan=the_plan, executor=pool, values=project.values, store=project.store, run_id=run_id,
+            plan=the_plan, executor=pool, values=project.values, store=store, run_id=run_id,
             clock=project.clock, max_concurrency=max_concurrency or os.cpu_count() or 1, pools=defs.pools,
             stale=stale, config=instances, code_versions=observed.code_versions,
             config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
@@ -176,17 +184,26 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
         try:
             reports = coordinator.run()
         except Interrupted:
-            project.store.finish_run(run_id, "cancelled", _counts(coordinator.reports.values()), project.clock.now(),
-                                     "interrupted by SIGINT")
+            store.finish_run(run_id, "cancelled", _counts(coordinator.reports.values()), project.clock.now(),
+                             "interrupted by SIGINT")
+            _sync(project, store)
             raise
         counts = _counts(reports)
         status = "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed"
-        project.store.finish_run(run_id, status, counts, project.clock.now())
+        store.finish_run(run_id, status, counts, project.clock.now())
+        _sync(project, store)
     finally:
         lock.release()
     return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=run_tags,
                      checks=coordinator.check_results,
                      steps=[StepResultModel(**asdict(r)) for r in reports])
+
+
+def _sync(project: Project, store: LineageStore) -> None:
+    """Push the final state of a remote store (a no-op for local files)."""
+    flush = getattr(project.state, "flush", None)
+    if flush is not None:
+        flush(store)
 
 
 def _stamped(observations, now: datetime):
@@ -204,9 +221,9 @@ def _counts(reports) -> dict[str, int]:
 
 
 def load(defs: Definitions, asset: str, partition: str | None = None, *, store: str | None = None,
-         data: str | None = None) -> Any:
+         data: str | None = None, storage_options: Mapping[str, Any] | None = None) -> Any:
     """The current value of one (asset, partition)."""
-    project = open_project(defs, store=store, data=data)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     node = project.graph.nodes.get(asset)
     if not isinstance(node, AssetDef):
         raise SelectionError(f"unknown asset '{asset}'")

@@ -36,6 +36,8 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("-f", "--file", default=default, help="Python file holding `defs`")
     parser.add_argument("--store", default=default, help="lineage store path (default .assetflow/lineage.duckdb)")
     parser.add_argument("--data", default=default, help="data root: path or fsspec URL (default .assetflow/data)")
+    parser.add_argument("--storage-option", action="append", default=[] if top else argparse.SUPPRESS,
+                        metavar="KEY=VALUE", help="fsspec option for a remote store or data root (e.g. endpoint_url=...)")
     parser.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                         help="print one JSON document on stdout")
 
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--tag", action="append", default=[], metavar="K=V")
     sub = command("run", "one run's steps, errors and captured logs")
     sub.add_argument("run_id")
+    command("unlock", "clear the run lock of a remote store left by a dead runner")
     sub = command("gc", "remove stored values no longer referenced")
     sub.add_argument("--keep", type=int, default=1, metavar="N", help="versions to keep per partition")
     sub.add_argument("--dry-run", action="store_true")
@@ -96,6 +99,16 @@ def _pairs(items: Sequence[str], what: str) -> dict[str, str]:
             raise UsageError(f"{what} {item!r}: expected KEY=VALUE")
         result[key] = value
     return result
+
+
+def _storage_options(items: Sequence[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, text in _pairs(items, "--storage-option").items():
+        try:
+            options[key] = json.loads(text)  # numbers, booleans and JSON objects keep their type
+        except ValueError:
+            options[key] = text
+    return options
 
 
 def _configured_module() -> str | None:
@@ -152,11 +165,12 @@ def load_definitions(module: str | None, file: str | None) -> Definitions:
 
 def _dispatch(args: argparse.Namespace) -> int:
     defs = load_definitions(args.module, args.file)
-    where = {"store": args.store, "data": args.data}
+    where = {"store": args.store, "data": args.data, "storage_options": _storage_options(args.storage_option)}
     as_json = args.json
     if args.command == "list":
-        graph = api.open_project(defs, **where)
-        return render.listing(graph, as_json)
+        return render.listing(api.open_project(defs, **where), as_json)
+    if args.command == "unlock":
+        return render.unlocked(reports.unlock(defs, **where), as_json)
     if args.command == "plan":
         plan = api.plan(defs, args.select, args.stale, args.partitions, config=args.config, **where)
         return render.plan(plan, as_json)
@@ -175,9 +189,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "lineage":
         return render.lineage(reports.lineage(defs, args.asset, args.partition, **where), as_json)
     if args.command == "runs":
-        return render.runs(reports.runs(defs, args.limit, _pairs(args.tag, "--tag"), store=args.store), as_json)
+        return render.runs(reports.runs(defs, args.limit, _pairs(args.tag, "--tag"), **where), as_json)
     if args.command == "run":
-        return render.run_detail(reports.run(defs, args.run_id, store=args.store), as_json)
+        return render.run_detail(reports.run(defs, args.run_id, **where), as_json)
     if args.command == "gc":
         return render.gc(reports.gc(defs, args.keep, args.dry_run, **where), as_json)
     raise UsageError(f"unknown command {args.command}")

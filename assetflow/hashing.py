@@ -88,8 +88,11 @@ def normalize(value: object) -> Normalized:
     if isinstance(value, pa.RecordBatch):
         # A batch is one chunk of a table; the store hands back a table, so version it as one.
         return Normalized("arrow", table=pa.Table.from_batches([value]))
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if isinstance(value, (bytes, bytearray)):
         return Normalized("bytes", payload=value)
+    if isinstance(value, memoryview):
+        # A strided view has no single run of bytes to hash: take its logical bytes instead.
+        return Normalized("bytes", payload=value if value.c_contiguous else value.tobytes())
     if isinstance(value, str):
         return Normalized("str", payload=value.encode("utf-8"))
     if _is_polars_frame(value):

@@ -17,7 +17,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,9 +141,12 @@ def _is_lock_conflict(exc: Exception) -> bool:
 class LineageStore:
     """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
 
-    def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S,
+                 on_commit: Callable[[LineageStore], None] | None = None) -> None:
         self.path = Path(path)
         self.lock_wait_s = lock_wait_s
+        # Called after every committed write with the file closed (remote state uploads a checkpoint).
+        self.on_commit = on_commit
 
     def exists(self) -> bool:
         """Whether the store file has been created."""
@@ -175,8 +178,12 @@ class LineageStore:
             else:
                 self._check_version(con)
             yield con
+            if write and self.on_commit is not None:
+                _sql(con, "CHECKPOINT")  # make the file self-contained before it is copied
         finally:
             con.close()
+        if write and self.on_commit is not None:
+            self.on_commit(self)
 
     def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
         try:

@@ -233,3 +233,16 @@ def gc(result: dict[str, Any], as_json: bool) -> int:
     verb = "would delete" if result["dry_run"] else "deleted"
     _console.print(f"{verb} {result['deleted']} values, {result['bytes_freed']} bytes; kept {result['kept']}")
     return 0
+
+
+def unlocked(holder: dict[str, Any] | None, as_json: bool) -> int:
+    """``unlock``: who held the lock that was cleared."""
+    if as_json:
+        _json({"unlocked": holder is not None, "holder": holder})
+        return 0
+    if holder is None:
+        _console.print("no lock was held")
+    else:
+        print(f"assetflow: warning: cleared the lock of run {holder.get('run_id')} on {holder.get('host')} "
+              f"(pid {holder.get('pid')}); if that runner is still alive, two runners may now write", file=sys.stderr)
+    return 0

@@ -28,7 +28,6 @@ from .results import (
     RunSummaryModel,
     StatusResult,
 )
-from .runlock import acquire, holder_of
 
 
 def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, materialized_at: list[datetime | None], layout_keys: tuple[str, ...]) -> FreshnessModel:
@@ -49,9 +48,10 @@ def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, materiali
 
 
 def status(defs: Definitions, select: Sequence[str] | str | None = None, *, store: str | None = None,
-           data: str | None = None, config: ConfigSource = None) -> StatusResult:
+           data: str | None = None, config: ConfigSource = None,
+           storage_options: Mapping[str, Any] | None = None) -> StatusResult:
     """Per asset: up-to-date, stale, missing and failed partition counts, last materialization and freshness."""
-    project = open_project(defs, store=store, data=data)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     request = build_request(project.graph, select, True, None, project.now)
     observed, _ = observe(project, config)
     the_plan = make_plan(project.graph, observed, project.now, request)
@@ -79,7 +79,7 @@ def status(defs: Definitions, select: Sequence[str] | str | None = None, *, stor
             checks=checks.get(node.name, []),
         ))
     running = [r for r in project.store.runs() if r["status"] == "running"]
-    holder = holder_of(project.store.path)
+    holder = project.state.holder()
     running = [_summary(r, holder) for r in running if holder and holder.get("run_id") == r["run_id"]]
     return StatusResult(assets=assets, running=[r.model_dump(mode="json") for r in running])
 
@@ -98,9 +98,9 @@ def _check_summary(rows: list[dict[str, Any]], graph) -> dict[str, list[CheckSta
 
 
 def lineage(defs: Definitions, asset: str, partition: str | None = None, *, store: str | None = None,
-            data: str | None = None) -> LineageResult:
+            data: str | None = None, storage_options: Mapping[str, Any] | None = None) -> LineageResult:
     """Versions consumed and produced by the current materialization of one partition, and where it flows."""
-    project = open_project(defs, store=store, data=data)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     node = project.graph.nodes.get(asset)
     if not isinstance(node, AssetDef):
         raise SelectionError(f"unknown asset '{asset}'")
@@ -134,16 +134,17 @@ def _summary(row: Mapping[str, Any], holder: Mapping[str, Any] | None) -> RunSum
 
 
 def runs(defs: Definitions, limit: int | None = None, tags: Mapping[str, str] | None = None, *,
-         store: str | None = None) -> list[RunSummaryModel]:
+         store: str | None = None, data: str | None = None, storage_options: Mapping[str, Any] | None = None) -> list[RunSummaryModel]:
     """Run history, newest first."""
-    project = open_project(defs, store=store)
-    holder = holder_of(project.store.path)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
+    holder = project.state.holder()
     return [_summary(r, holder) for r in project.store.runs(limit, dict(tags or {}))]
 
 
-def run(defs: Definitions, run_id: str, *, store: str | None = None) -> RunDetailModel:
+def run(defs: Definitions, run_id: str, *, store: str | None = None, data: str | None = None,
+        storage_options: Mapping[str, Any] | None = None) -> RunDetailModel:
     """One run: its steps with every attempt, errors, tracebacks and captured logs."""
-    project = open_project(defs, store=store)
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
     row = project.store.run(run_id)
     if row is None:
         raise UsageError(f"unknown run '{run_id}'")
@@ -161,23 +162,24 @@ def run(defs: Definitions, run_id: str, *, store: str | None = None) -> RunDetai
                                               traceback=a["traceback"], duration_s=a["duration_s"], started_at=a["started_at"]))
         if a["logs"]:
             step.logs = (step.logs + "\n" if step.logs else "") + f"[attempt {a['attempt']}]\n{a['logs']}"
-    summary = _summary(row, holder_of(project.store.path))
+    summary = _summary(row, project.state.holder())
     checks = [{k: c[k] for k in ("asset", "partition", "check_name", "passed", "blocking", "error")} for c in row["checks"]]
     return RunDetailModel(**summary.model_dump(), steps=list(steps.values()), checks=checks)
 
 
 def gc(defs: Definitions, keep: int = 1, dry_run: bool = False, *, store: str | None = None,
-       data: str | None = None) -> dict[str, Any]:
+       data: str | None = None, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Delete stored values no lineage row still needs, keeping the newest ``keep`` versions of every
     partition and every current value. Holds the run lock so no run writes meanwhile."""
     if keep < 1:
         raise UsageError(f"--keep {keep} must be at least 1 (the current value is always kept)")
-    project = open_project(defs, store=store, data=data)
-    lock = acquire(project.store.path, "gc")
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
+    lock = project.state.lock("gc")
     try:
+        store = project.state.writer()
         kept: set[str] = set()
         seen: dict[tuple[str, str], set[str]] = {}
-        for row in project.store.value_paths():
+        for row in store.value_paths():
             versions = seen.setdefault((row["asset"], row["partition"]), set())
             if row["is_head"] or (row["path"] not in versions and len(versions) < keep):
                 kept.add(row["path"])
@@ -190,3 +192,14 @@ def gc(defs: Definitions, keep: int = 1, dry_run: bool = False, *, store: str | 
         lock.release()
     return {"deleted": len(doomed), "bytes_freed": freed, "kept": len(present) - len(doomed), "dry_run": dry_run,
             "paths": doomed}
+
+
+def unlock(defs: Definitions, *, store: str | None = None, data: str | None = None,
+           storage_options: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Clear the lock of a remote store left by a dead runner; returns the holder that was removed.
+    Local stores need no unlock: the OS releases a dead process's lock."""
+    project = open_project(defs, store=store, data=data, storage_options=storage_options)
+    clear = getattr(project.state, "unlock", None)
+    if clear is None:
+        raise UsageError(f"store {project.state.url} is local: its lock is released when its holder exits")
+    return clear()

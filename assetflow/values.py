@@ -253,6 +253,7 @@ class ValueStore:
             return len(data)
         folder, name = full.rsplit("/", 1)
         temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+        fs.makedirs(folder, exist_ok=True)  # filesystems with real folders need them to exist
         try:
             fs.pipe_file(temp, data)
             fs.mv(temp, full)

@@ -58,7 +58,9 @@ def _layouts(table: pa.Table) -> dict[str, pa.Table]:
         "chunked slice of a bigger table": pa.Table.from_batches(
             padded.slice(3, table.num_rows).to_batches(max_chunksize=3)
         ),
-        "with empty chunks": pa.concat_tables([table.slice(0, 0), table.slice(0, 5), table.slice(5, 0), table.slice(5)]),
+        "with empty chunks": pa.concat_tables(
+            [table.slice(0, 0), table.slice(0, 5), table.slice(5, 0), table.slice(5)]
+        ),
         "record batch": table.combine_chunks().to_batches()[0],  # type: ignore[dict-item]
     }
 
@@ -133,16 +135,24 @@ _cells = {
     "bool": st.one_of(st.none(), st.booleans()),
     "list": st.one_of(st.none(), st.lists(st.integers(0, 9), max_size=3)),
 }
-_types = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_(), "list": pa.list_(pa.int64())}
+_types = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "list": pa.list_(pa.int64()),
+}
 
 
 @st.composite
 def _tables_and_cuts(draw: st.DrawFn) -> tuple[pa.Table, list[int], int, int]:
     rows = draw(st.integers(0, 40))
     kinds = draw(st.lists(st.sampled_from(sorted(_cells)), min_size=1, max_size=4))
-    table = pa.table(
-        {f"{kind}{i}": pa.array(draw(st.lists(_cells[kind], min_size=rows, max_size=rows)), _types[kind]) for i, kind in enumerate(kinds)}
-    )
+    columns = {
+        f"{kind}{i}": pa.array(draw(st.lists(_cells[kind], min_size=rows, max_size=rows)), _types[kind])
+        for i, kind in enumerate(kinds)
+    }
+    table = pa.table(columns)
     cuts = sorted(draw(st.sets(st.integers(0, rows), max_size=6)))
     return table, cuts, draw(st.integers(0, 5)), draw(st.integers(0, 5))
 

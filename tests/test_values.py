@@ -60,11 +60,13 @@ def s3_endpoint() -> Iterator[str]:
                 os.environ[name] = value
 
 
-@pytest.fixture(params=["local", "memory", "s3"])
+@pytest.fixture(params=["local", "memory", "s3", "dirfs"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ValueStore]:
-    """A fresh, empty value store on each backend."""
+    """A fresh, empty value store on each backend (``dirfs`` exercises the temp-key-and-move writes)."""
     if request.param == "local":
         yield ValueStore(str(tmp_path / "data"))
+    elif request.param == "dirfs":
+        yield ValueStore("dir://", {"path": str(tmp_path / "data"), "target_protocol": "file"})
     elif request.param == "memory":
         url = f"memory://assetflow-test-{uuid.uuid4().hex}"
         yield ValueStore(url)
@@ -158,7 +160,9 @@ def test_polars_round_trip(store: ValueStore) -> None:
     frame = pl.DataFrame({"a": [1, None, 3], "s": ["x", "y", None]})
     stored = store.put("p", frame)
     assert stored.format == "polars" and stored.path.endswith(".parquet")
-    assert store.get(stored.path, "polars").equals(frame)
+    got = store.get(stored.path, "polars")
+    assert isinstance(got, pl.DataFrame) and got.equals(frame)
+    assert data_version(got) == stored.content_hash
 
 
 # --- content addressing --------------------------------------------------------------------------------
@@ -350,7 +354,6 @@ def test_local_write_is_durable_and_readable_by_another_process(tmp_path: Path) 
         "print(data_version(store.get(sys.argv[2], 'parquet')))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", code, pickle.dumps(store).hex(), stored.path], env=env, capture_output=True, text=True, check=True
-    )
+    argv = [sys.executable, "-c", code, pickle.dumps(store).hex(), stored.path]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == stored.content_hash

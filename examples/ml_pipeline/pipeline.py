@@ -116,7 +116,9 @@ def daily_features(events: pa.Table) -> pa.Table:
     flags = events.append_column("is_view", pc.cast(pc.equal(event, "view"), pa.int64())) \
         .append_column("is_cart", pc.cast(pc.equal(event, "add_to_cart"), pa.int64())) \
         .append_column("is_purchase", pc.cast(pc.equal(event, "purchase"), pa.int64()))
-    grouped = flags.group_by("user_id").aggregate([
+    # use_threads=False: a threaded float sum can differ in the last bit from run to run, and a
+    # data version is a hash of the exact content, so reproducible values need a fixed order.
+    grouped = flags.group_by("user_id", use_threads=False).aggregate([
         ("event", "count"), ("is_view", "sum"), ("is_cart", "sum"), ("is_purchase", "sum"), ("amount", "sum"),
     ])
     grouped = grouped.rename_columns({
@@ -149,7 +151,7 @@ def training_set(ctx: af.Context, daily_features: dict[str, pa.Table]) -> pa.Tab
         return schema.empty_table()
     past = pa.concat_tables(history)
     past = past.append_column("active", pa.array(np.ones(past.num_rows, dtype=np.int64)))
-    feats = past.group_by("user_id").aggregate([
+    feats = past.group_by("user_id", use_threads=False).aggregate([
         ("n_events", "sum"), ("n_views", "sum"), ("n_carts", "sum"), ("n_purchases", "sum"),
         ("revenue", "sum"), ("active", "sum"),
     ])
