@@ -111,11 +111,14 @@ def why_stale(records: Records, current: Current, pairs: InputPairs) -> Verdict:
     reasons[recorded & _differs(records.config_hash, current.config_hash)] |= BIT[Reason.config_changed]
     reasons[recorded & ~records.artifact_present] |= BIT[Reason.artifact_missing]
 
-    # An input changed when a pair was consumed at another version, or the set of pairs changed (a new
-    # period arrived for an all-partitions downstream, a window grew). Pairs with no current value are
-    # not changes: that upstream is missing, which the planner reports as upstream_stale or waiting.
+    # An input changed when a pair was consumed at another version, or when the set of pairs changed:
+    # a new period arrived for an all-partitions downstream or a window grew (expected, never consumed),
+    # or a consumed partition is no longer an input. A consumed pair whose upstream has no value now is
+    # not a change by itself: that upstream is missing, reported as upstream_stale or waiting.
     has_current = ~_mask(pc.is_null(pairs.current_version))
+    never_consumed = _mask(pc.is_null(pairs.recorded_version))
     changed = has_current & _differs(pairs.recorded_version, pairs.current_version)
+    changed |= pairs.expected & never_consumed
     changed |= ~pairs.expected
     changed &= recorded[pairs.target]
     reason = np.where(pairs.from_source, BIT[Reason.source_changed], BIT[Reason.upstream_changed])

@@ -74,16 +74,38 @@ class CliResult:
         return f"assetflow {' '.join(self.args)} -> {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
-def run_cli(cwd: Path, *args: str, now: str = NOW, target: tuple[str, ...] = ("-f", "pipeline.py"),
-            env: dict[str, str] | None = None) -> CliResult:
-    """Run ``python -m assetflow.cli TARGET ARGS`` in ``cwd`` as a real subprocess."""
+def _environment(now: str) -> dict[str, str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ASSETFLOW_")}
     environment.update({"ASSETFLOW_NOW": now, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"})
-    environment.update(env or {})
-    argv = (*target, *args)
-    done = subprocess.run([sys.executable, "-m", "assetflow.cli", *argv], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120)
-    return CliResult(argv, done.returncode, done.stdout, done.stderr)
+    return environment
+
+
+def run_cli(cwd: Path, *args: str, now: str = NOW, target: tuple[str, ...] = ("-f", "pipeline.py")) -> CliResult:
+    """Run ``python -m assetflow.cli TARGET ARGS`` in ``cwd`` as a real subprocess."""
+    return run_cli_many([Invocation(cwd, (*target, *args), now)])[0]
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One ``python -m assetflow.cli ARGV`` to run in ``cwd`` at clock ``now``."""
+
+    cwd: Path
+    argv: tuple[str, ...]
+    now: str = NOW
+
+
+def run_cli_many(invocations: list[Invocation]) -> list[CliResult]:
+    """Run independent CLI subprocesses side by side and return their results in order. Only for
+    commands that do not write the same store: it saves interpreter start-up time, nothing else."""
+    started = [(inv.argv, subprocess.Popen([sys.executable, "-m", "assetflow.cli", *inv.argv], cwd=inv.cwd,
+                                           env=_environment(inv.now), stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True))
+               for inv in invocations]
+    results = []
+    for argv, process in started:
+        stdout, stderr = process.communicate(timeout=120)
+        results.append(CliResult(tuple(argv), process.returncode, stdout, stderr))
+    return results
 
 
 class Loader:
@@ -158,7 +180,9 @@ class Project:
     def __init__(self, root: Path, loader: Loader) -> None:
         self.root = root
         self._loader = loader
-        (root / "pyproject.toml").write_text(PYPROJECT)
+        root.mkdir(parents=True, exist_ok=True)
+        if not (root / "pyproject.toml").exists():
+            (root / "pyproject.toml").write_text(PYPROJECT)
 
     # --- files -------------------------------------------------------------------------------------
 
@@ -215,7 +239,91 @@ class Project:
 
 @pytest.fixture
 def project(tmp_path: Path, loader: Loader) -> Project:
-    return Project(tmp_path, loader)
+    return Project(tmp_path / "project", loader)
+
+
+# --- the standard pipeline -------------------------------------------------------------------------
+
+PIPELINE = '''
+    import json
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    import assetflow as af
+
+    HERE = Path(__file__).parent
+    daily = af.DailyPartitions(start="2024-01-01")
+
+
+    def settings() -> dict:
+        path = HERE / "settings.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+    def scale(x):
+        return x * 10
+
+
+    @af.asset(partitions=daily, group="ingest", tags={"team": "ml"})
+    def up(ctx: af.Context) -> pa.Table:
+        ctx.log.info("loading %s", ctx.partition_key)
+        conf = settings()
+        if ctx.partition_key in conf.get("fail", []):
+            raise RuntimeError(f"cannot load {ctx.partition_key}")
+        day = int(ctx.partition_key[-2:])
+        value = scale(day) + conf.get("bump", {}).get(ctx.partition_key, 0)
+        return pa.table({"day": [day], "value": [value]})
+
+
+    @af.asset(partitions=daily, group="model")
+    def features(up: pa.Table) -> pa.Table:
+        return up.append_column("double", pc.multiply(up["value"], 2))
+
+
+    @af.asset(group="model", tags={"team": "ml"})
+    def total(features: dict[str, pa.Table]) -> int:
+        return sum(t["double"][0].as_py() for t in features.values())
+
+
+    defs = af.Definitions(assets=[up, features, total])
+'''
+"""up (daily) -> features (daily, identity) -> total (unpartitioned, all partitions).
+
+``up`` reads ``settings.json``, so a test can change one partition's output (``{"bump": {key: n}}``)
+or make partitions fail (``{"fail": [key]}``) without touching any code."""
+
+ALL_STEPS = {("up", d) for d in DAYS} | {("features", d) for d in DAYS} | {("total", None)}
+"""Every (asset, partition) of :data:`PIPELINE` at :data:`NOW`."""
+
+
+@pytest.fixture(scope="session")
+def built_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:data:`PIPELINE` materialized once (through the API) for the whole session; tests get copies."""
+    root = tmp_path_factory.mktemp("built") / "project"
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("ASSETFLOW_"):
+                patch.delenv(name)
+        patch.setenv("ASSETFLOW_NOW", NOW)
+        patch.setattr(sys, "dont_write_bytecode", True)
+        template_loader = Loader(patch)
+        try:
+            Project(root, template_loader).write(PIPELINE)
+            result = af.materialize(template_loader.defs(root), stale=True)
+        finally:
+            template_loader.close()
+    assert result.status == "success" and result.counts["materialized"] == len(ALL_STEPS), result
+    return root
+
+
+@pytest.fixture
+def built(built_template: Path, tmp_path: Path, loader: Loader) -> Project:
+    """A private copy of :data:`PIPELINE`, fully materialized (store and values included)."""
+    root = tmp_path / "project"
+    shutil.copytree(built_template, root)
+    return Project(root, loader)
 
 
 # --- plan helpers shared by the API and CLI tests --------------------------------------------------
