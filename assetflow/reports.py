@@ -40,7 +40,7 @@ def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, materiali
             _, end = asset.partitions.window(layout_keys[int(fresh[-1])])
             reference = end
     else:
-        stamps = [t for t, ok in zip(materialized_at, up_to_date.tolist()) if t is not None and ok]
+        stamps = [t for t in materialized_at if t is not None]
         reference = max(stamps) if stamps else None
     lag = None if reference is None else max(0.0, (now - reference).total_seconds())
     overdue = asset.freshness is not None and (lag is None or lag > asset.freshness)

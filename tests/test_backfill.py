@@ -128,25 +128,29 @@ def ranges_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("asset", "ranges", "expected"), RANGE_CASES,
                          ids=[f"{a}:{' '.join(r)}" for a, r, _ in RANGE_CASES])
-def test_each_range_form_plans_and_materializes_exactly_its_partitions(
+def test_each_range_form_plans_exactly_its_partitions(
         ranges_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         asset: str, ranges: list[str], expected: list[str]) -> None:
     monkeypatch.setenv("ASSETFLOW_NOW", RANGES_NOW)
     defs = load_defs(ranges_project)
+    planned = af.plan(defs, [asset], partitions=ranges, store=str(tmp_path / "lineage.duckdb"), data=str(tmp_path / "data"))
+    assert [(s.asset, s.partition, s.reasons) for s in planned.steps] == [(asset, key, ("missing",)) for key in expected]
+
+
+def test_materialize_builds_exactly_the_range_across_the_autumn_dst_change(
+        ranges_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSETFLOW_NOW", RANGES_NOW)
+    defs = load_defs(ranges_project)
     where = {"store": str(tmp_path / "lineage.duckdb"), "data": str(tmp_path / "data")}
+    expected = hours("2024-10-27", "01", "02", "02+1", "03")
 
-    planned = af.plan(defs, [asset], partitions=ranges, **where)
-    assert [(s.asset, s.partition) for s in planned.steps] == [(asset, key) for key in expected]
-
-    result = af.materialize(defs, [asset], partitions=ranges, **where)
+    result = af.materialize(defs, ["meter"], partitions="2024-10-27T01..2024-10-27T03", **where)
     assert result.kind == "backfill"
-    assert sorted(s.partition for s in result.steps if s.outcome == "materialized") == sorted(expected)
-    assert len(result.steps) == len(expected)
-    # Exactly those partitions now exist: the rest of the asset is still missing.
-    status = af.status(defs, [asset], **where).assets[0]
-    assert status.up_to_date == len(expected)
-    assert status.missing == status.partitions - len(expected)
-    assert af.load(defs, asset, partition=expected[-1], **where).column("key").to_pylist() == [expected[-1]]
+    assert [(s.partition, s.outcome) for s in result.steps] == [(key, "materialized") for key in expected]
+    status = af.status(defs, ["meter"], **where).assets[0]
+    assert (status.up_to_date, status.missing) == (4, status.partitions - 4)
+    # The repeated 02:00 hour is a partition of its own, with its own value.
+    assert af.load(defs, "meter", partition="2024-10-27T02+1", **where).column("key").to_pylist() == ["2024-10-27T02+1"]
 
 
 def test_cli_multi_dimensional_backfill_selects_the_cross_product(ranges_project: Path, tmp_path: Path) -> None:
@@ -189,8 +193,7 @@ def test_backfill_run_is_kind_backfill_with_tags_recorded_and_filterable(tmp_pat
     monkeypatch.setenv("ASSETFLOW_NOW", NOW)
     defs = load_defs(tmp_path)
     manual = af.materialize(defs, ["orders"])
-    stale = af.materialize(defs, stale=True)
-    assert (manual.kind, stale.kind) == ("manual", "stale")
+    assert manual.kind == "manual"
 
     backfill = cli_json(tmp_path, "materialize", "revenue", "--partitions", "2024-01-03..2024-01-05",
                         "--tag", "team=ml", "--tag", "ticket=42", now=NOW)
@@ -203,7 +206,7 @@ def test_backfill_run_is_kind_backfill_with_tags_recorded_and_filterable(tmp_pat
     assert other.kind == "backfill"
 
     backfills = cli_json(tmp_path, "runs", "--tag", "kind=backfill", now=NOW)["runs"]
-    assert {r["run_id"] for r in backfills} == {backfill["run_id"], other.run_id}
+    assert [r["run_id"] for r in backfills] == [other.run_id, backfill["run_id"]]  # newest first; not the manual run
     assert all(r["kind"] == "backfill" for r in backfills)
 
     ml = cli_json(tmp_path, "runs", "--tag", "team=ml", now=NOW)["runs"]
@@ -285,7 +288,7 @@ def calls(root: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("asset", ["warehouse_dict", "warehouse_table"])
-def test_single_run_asset_is_called_once_for_the_range_and_recorded_per_partition(
+def test_single_run_asset_is_called_once_for_the_range_yet_recorded_and_stale_per_partition(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asset: str) -> None:
     write_project(tmp_path, SINGLE_RUN_PIPELINE)
     monkeypatch.setenv("ASSETFLOW_NOW", FEB)
@@ -303,31 +306,21 @@ def test_single_run_asset_is_called_once_for_the_range_and_recorded_per_partitio
     record = af.lineage(defs, asset, partition="2024-01-07")
     assert record.data_version == versions["2024-01-07"]
     assert [(i.asset, i.partition) for i in record.inputs] == [("raw", "2024-01-07")]
-
     value = af.load(defs, asset, partition="2024-01-07")
     if asset == "warehouse_dict":
         assert value.to_pydict() == {"day": ["2024-01-07"], "n": [6]}
     else:  # the rows of that partition only
         assert value.to_pydict() == {"partition": ["2024-01-07", "2024-01-07"], "n": [6, 36]}
 
-
-@pytest.mark.parametrize("asset", ["warehouse_dict", "warehouse_table"])
-def test_single_run_asset_stays_stale_per_partition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asset: str) -> None:
-    write_project(tmp_path, SINGLE_RUN_PIPELINE)
-    monkeypatch.setenv("ASSETFLOW_NOW", FEB)
-    defs = load_defs(tmp_path)
-    af.materialize(defs, ["raw", asset])
-    (tmp_path / "calls.txt").unlink()
-
+    # Later one upstream partition changes: exactly that partition of the range asset is stale.
     (tmp_path / "correction-2024-01-12.txt").write_text("late rows")
     af.materialize(defs, ["raw"], partitions="2024-01-12")
-
     plan = af.plan(defs, [asset], stale=True)
     assert [(s.asset, s.partition, s.reasons) for s in plan.steps] == [(asset, "2024-01-12", ("upstream_changed",))]
     assert [(c.asset, c.partition) for c in plan.steps[0].causes] == [("raw", "2024-01-12")]
 
     rerun = af.materialize(defs, [asset], stale=True)
-    assert calls(tmp_path) == [["2024-01-12"]]
+    assert calls(tmp_path) == [MONTH, ["2024-01-12"]]
     assert [(s.partition, s.outcome) for s in rerun.steps] == [("2024-01-12", "materialized")]
     assert stale_pairs(defs, select=["raw", asset]) == []
 

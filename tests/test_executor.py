@@ -417,7 +417,13 @@ def test_timeout_threads_abandons_and_never_writes_the_late_result(tmp_path: Pat
 
 def test_timeout_processes_kills_the_worker(tmp_path: Path) -> None:
     project = _project(tmp_path, '''
-        @af.asset(timeout=1)
+        @af.asset
+        def warmup() -> bytes:
+            return b"a worker process is up"
+
+        # order-only dependency on warmup: hang starts on an already booted worker, so its one second
+        # is spent in the asset (see test_timeout_processes_does_not_count_worker_startup)
+        @af.asset(timeout=1, deps=["warmup"])
         def hang(ctx: af.Context) -> bytes:
             mark("hang_pid", str(os.getpid()))
             released = wait_for("release", 60)
@@ -442,7 +448,7 @@ def test_timeout_processes_kills_the_worker(tmp_path: Path) -> None:
             mark("witness", "alive" if _alive(pid) else "dead")
             return str(pid).encode()
 
-        defs = af.Definitions(assets=[hang, witness])
+        defs = af.Definitions(assets=[warmup, hang, witness])
     ''')
     proc = project.cli("materialize", "--executor", "processes", "--max-concurrency", "2", "--json")
     result = _json(proc, code=1)
@@ -456,6 +462,26 @@ def test_timeout_processes_kills_the_worker(tmp_path: Path) -> None:
     assert not (project.events / "hang_returned").exists()
     assert not (project.data / "hang").exists() or not any((project.data / "hang").iterdir())
     project.mark("release")  # nothing is left waiting for it; harmless
+
+
+@pytest.mark.xfail(reason="BUG: ProcessExecutor starts an attempt's timeout clock at submit, so worker boot "
+                          "(importing assetflow and the definitions) counts against timeout=", strict=True)
+def test_timeout_processes_does_not_count_worker_startup(tmp_path: Path) -> None:
+    project = _project(tmp_path, '''
+        import multiprocessing
+
+        if multiprocessing.parent_process() is not None:
+            time.sleep(1.5)  # a worker importing this file pays for heavy imports (think torch)
+
+        @af.asset(timeout=1)
+        def quick() -> bytes:
+            return b"instant"
+
+        defs = af.Definitions(assets=[quick])
+    ''')
+    result = _json(project.cli("materialize", "--executor", "processes", "--json"))
+    (step,) = result["steps"]
+    assert step["outcome"] == "materialized", step["error"]
 
 
 def test_timeout_threads_cli(tmp_path: Path) -> None:
