@@ -159,7 +159,7 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     request = build_request(project.graph, select, stale, partitions, project.now)
     if max_concurrency is not None and max_concurrency < 1:
         raise UsageError(f"--max-concurrency {max_concurrency} must be at least 1")
-    observed, instances = observe(project, config)
+    bind_config(project.graph, read_config(config))  # invalid config: exit 2 before anything is written
     pool = make_executor(executor, project, **dict(executor_options or {}))
     kind = _kind(stale, partitions)
     run_tags = {**{str(k): str(v) for k, v in (tags or {}).items()}, "kind": kind}

@@ -377,15 +377,14 @@ class Coordinator:
             upstream = self.graph.nodes[ge.edge.upstream]
             up_first, _ = layout.span(upstream.name)
             up_keys = layout.keys[upstream.name]
-            wanted: list[int] = []
+            wanted: set[int] = set()
             for gid in unit.gids:
                 for local_up in ge.local.upstream_of(gid - first).tolist():
                     up_gid = up_first + local_up
-                    dv, path, fmt = self._current(up_gid)
+                    dv = self._current(up_gid)[0]
                     key = up_keys[local_up]
                     unit.consumed.append((gid, upstream.name, key, dv))
-                    if up_gid not in wanted:
-                        wanted.append(up_gid)
+                    wanted.add(up_gid)
                     if dv is None and missing is None:
                         missing = f"input '{upstream.name}' partition {external(key)!r} has no value" if not upstream.is_source \
                             else f"source '{upstream.name}' partition {external(key)!r} is absent"

@@ -92,17 +92,6 @@ def test_cli_plan_explains_a_logic_edit_down_to_the_edited_asset(built):
     assert plan["summary"] == {"steps": 6, "assets": 2, "up_to_date": 5}
 
 
-def test_cli_early_cutoff_skips_downstream_when_output_is_identical(built):
-    built.edit("return x * 10", "factor = 10\n    return x * factor")  # new logic, same values
-    result = built.cli_json("materialize", "--stale")
-    assert_run_shape(result)
-    expected = {("up", d): "materialized" for d in DAYS}
-    expected |= {("features", d): "skipped" for d in DAYS} | {("total", None): "skipped"}
-    assert outcomes_of(result["steps"]) == expected
-    assert result["counts"] == {"materialized": 5, "skipped": 6, "failed": 0, "upstream_failed": 0}
-    assert af.plan(built.defs(), stale=True).steps == []
-
-
 def test_cli_failing_asset_exits_1_and_the_next_stale_run_redoes_only_what_failed(project):
     project.write(PIPELINE)
     project.write_json("settings.json", {"fail": ["2024-01-04"]})
@@ -119,12 +108,13 @@ def test_cli_failing_asset_exits_1_and_the_next_stale_run_redoes_only_what_faile
     error = next(s["error"] for s in document["steps"] if s["outcome"] == "failed")
     assert "cannot load 2024-01-04" in error
 
-    (project.root / "settings.json").unlink()  # the fix
-    fixed = project.cli_json("materialize", "--stale")
-    assert fixed["status"] == "success"
-    assert outcomes_of(fixed["steps"]) == {("up", "2024-01-04"): "materialized",
-                                           ("features", "2024-01-04"): "materialized",
-                                           ("total", None): "materialized"}
+    # The CLI's records are what the API plans from: fix the data and rerun only what is stale.
+    (project.root / "settings.json").unlink()
+    fixed = af.materialize(project.defs(), stale=True)
+    assert fixed.status == "success"
+    assert outcomes_of(fixed.steps) == {("up", "2024-01-04"): "materialized",
+                                        ("features", "2024-01-04"): "materialized",
+                                        ("total", None): "materialized"}
 
 
 # --- usage and definition errors ------------------------------------------------------------------
@@ -148,17 +138,12 @@ CYCLE_PIPELINE = '''
 
 # case -> (project: "built" copy or "fresh" folder, pipeline override or None, argv, text the message names)
 USAGE_ERRORS = {
-    "unknown asset (materialize)": ("built", None, ("-f", "pipeline.py", "materialize", "nope", "--stale"), "nope"),
-    "unknown asset (plan --json)": ("built", None, ("-f", "pipeline.py", "plan", "up", "nope+", "--json"), "nope"),
-    "bad range (materialize)": ("built", None, ("-f", "pipeline.py", "materialize", "--partitions", "2024-13-01.."),
-                                "2024-13-01"),
-    "bad range (plan --json)": ("built", None, ("-f", "pipeline.py", "plan", "--stale", "--partitions", "2024-13-01..",
-                                                "--json"), "2024-13-01"),
-    "cycle (fresh project)": ("fresh", CYCLE_PIPELINE, ("-f", "pipeline.py", "materialize", "--stale"), "first"),
-    "cycle (existing store)": ("built", CYCLE_PIPELINE, ("-f", "pipeline.py", "materialize", "--stale", "--json"),
-                               "second"),
+    "unknown asset": ("built", None, ("-f", "pipeline.py", "materialize", "up", "nope+", "--stale"), "nope"),
+    "bad range": ("built", None, ("-f", "pipeline.py", "plan", "--stale", "--partitions", "2024-13-01..", "--json"),
+                  "2024-13-01"),
+    "cycle": ("built", CYCLE_PIPELINE, ("-f", "pipeline.py", "materialize", "--stale", "--json"), "first"),
     "missing module": ("fresh", None, ("-m", "no_such_pipeline", "materialize", "--stale"), "no_such_pipeline"),
-    "missing file": ("fresh", None, ("-f", "no_such_file.py", "plan", "--json"), "no_such_file.py"),
+    "missing file": ("fresh", None, ("-f", "no_such_file.py", "materialize", "--json"), "no_such_file.py"),
 }
 
 
@@ -209,10 +194,8 @@ def reports(built_template: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     commands = {
         "status": Invocation(root, (*f, "status", "--json")),
         "lineage": Invocation(root, (*f, "lineage", "features", "--partition", "2024-01-02", "--json")),
-        "lineage total": Invocation(root, (*f, "lineage", "total", "--json")),
         "runs": Invocation(root, (*f, "runs", "--json")),
         "run": Invocation(root, (*f, "run", run_id, "--json")),
-        "plan up+": Invocation(root, (*f, "plan", "up+", "--json")),
         "plan tag": Invocation(root, (*f, "plan", "tag:team=ml", "--partitions", "2024-01-02", "--json")),
         "plan next day": Invocation(root, (*f, "plan", "--stale", "--json"), now="2024-01-07T00:00:00Z"),
     }
@@ -259,11 +242,6 @@ def test_cli_lineage_json(reports):
     assert all(set(i) >= {"asset", "partition", "data_version"} and i["data_version"] for i in document["inputs"])
     assert document["downstream"] == [{"asset": "total", "partition": None}]
 
-    total = ok_json(reports["lineage total"])
-    assert total["partition"] is None
-    assert {(i["asset"], i["partition"]) for i in total["inputs"]} == {("features", d) for d in DAYS}
-    assert total["downstream"] == []
-
 
 def test_cli_runs_json(reports):
     document = ok_json(reports["runs"])
@@ -291,8 +269,6 @@ def test_cli_run_json_shows_steps_attempts_and_captured_ctx_log(reports):
 
 
 def test_cli_plan_select_and_partitions(reports):
-    everything_from_up = ok_json(reports["plan up+"])
-    assert step_keys(everything_from_up["steps"]) == ALL_STEPS
     tagged = ok_json(reports["plan tag"])
     assert step_keys(tagged["steps"]) == {("up", "2024-01-02"), ("total", None)}
 
@@ -337,11 +313,11 @@ def test_cli_materialize_json_stays_one_document_when_an_asset_prints(project):
 
 @pytest.mark.xfail(reason="BUG: print() inside an asset is not captured into the run's logs "
                           "(context.routed_output is never installed)", strict=True)
-def test_cli_run_shows_what_an_asset_printed(project, capsys):
+def test_run_record_holds_what_an_asset_printed(project, capsys):
     project.write(NOISY_PIPELINE)
-    run_id = af.materialize(project.defs(), stale=True).run_id
-    capsys.readouterr()
-    document = project.cli_json("run", run_id)
-    (step,) = document["steps"]
-    assert "said through ctx.log" in step["logs"]
-    assert "said through print" in step["logs"]
+    defs = project.defs()
+    run_id = af.materialize(defs, stale=True).run_id
+    assert "said through print" not in capsys.readouterr().out, "printed output belongs to the run, not the console"
+    (step,) = af.run(defs, run_id).steps
+    assert "said through ctx.log" in step.logs
+    assert "said through print" in step.logs
