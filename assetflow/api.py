@@ -15,6 +15,7 @@ from typing import Any
 from .clock import Clock, clock_from_env
 from .codeversion import code_version
 from .config import ConfigSource, bind_config, read_config
+from .context import routed_output
 from .definitions import AssetDef, Definitions
 from .errors import Interrupted, PartitionError, SelectionError, UsageError
 from .executors import Executor, ThreadExecutor
@@ -182,7 +183,8 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
             config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
         )
         try:
-            reports = coordinator.run()
+            with routed_output():  # each step's print()/stderr goes to its own record, not the terminal
+                reports = coordinator.run()
         except Interrupted:
             store.finish_run(run_id, "cancelled", _counts(coordinator.reports.values()), project.clock.now(),
                              "interrupted by SIGINT")

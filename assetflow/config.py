@@ -50,8 +50,13 @@ def bind_config(graph: AssetGraph, raw: Mapping[str, Mapping[str, Any]]) -> tupl
         if not asset.signature or not asset.signature.config:
             continue
         _, model = asset.signature.config
+        table = raw.get(asset.name, {})
+        known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+        unknown_keys = sorted(set(table) - known)
+        if unknown_keys:  # a misspelled key would otherwise silently fall back to the default
+            raise ConfigError(f"invalid config for asset '{asset.name}': unknown field '{unknown_keys[0]}'")
         try:
-            instance = model.model_validate(raw.get(asset.name, {}))
+            instance = model.model_validate(table)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or model.__name__

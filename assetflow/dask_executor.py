@@ -28,9 +28,13 @@ _LOAD_LOCK = threading.Lock()
 
 
 def _run_on_worker(locator: Locator, task: StepTask) -> AttemptResult:
-    """Executed on a Dask worker: load the definitions once per process, run one attempt."""
+    """Executed on a Dask worker: load the definitions once per version of the project's code (a
+    long-lived cluster outlives edits), then run one attempt."""
     with _LOAD_LOCK:
         if locator not in _LOADED:
+            for old in [k for k in _LOADED if k.root == locator.root]:
+                del _LOADED[old]
+            locator.forget_project_modules()
             defs = locator.load()
             checks: dict[str, list[Any]] = {}
             for check in defs.checks.values():
@@ -58,6 +62,9 @@ class DaskExecutor:
         self._cluster = None
         if address:
             self.client = Client(address)
+            # A scheduler we did not start has its own config: make it surface a lost worker as a
+            # failed attempt instead of resubmitting behind our back.
+            self.client.run_on_scheduler(_no_resubmission)
         else:
             self._cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=1, processes=True,
                                          dashboard_address=None)
@@ -96,3 +103,7 @@ class DaskExecutor:
         if self._cluster is not None:
             self._cluster.close()
 
+
+def _no_resubmission(dask_scheduler: Any) -> None:
+    """Runs on the scheduler: tasks lost with a worker are not retried by Dask."""
+    dask_scheduler.allowed_failures = 0

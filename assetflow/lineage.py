@@ -323,7 +323,8 @@ class LineageStore:
 
     def runs(self, limit: int | None = None, tags: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Newest runs first, optionally only those carrying every tag in ``tags``."""
-        rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC")
+        # rowid breaks ties in insertion order (runs under a pinned ASSETFLOW_NOW share started_at)
+        rows = self._rows("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC")
         result = []
         for row in rows:
             row["tags"] = json.loads(row["tags"] or "{}")

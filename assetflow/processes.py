@@ -9,14 +9,17 @@ the coordinating process alone writes lineage.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import os
 import multiprocessing
 import queue
+import signal
 import sys
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -27,21 +30,49 @@ from .errors import UsageError
 from .worker import AttemptResult, StepTask, run_attempt
 
 
+_SKIP_DIRS = frozenset({".venv", "venv", "env", "site-packages", "node_modules", "__pycache__", ".git", ".assetflow"})
+
+
+def project_fingerprint(root: Path) -> str:
+    """A cheap fingerprint of the project's Python files (paths, sizes, mtimes): long-lived workers
+    compare it to notice that the code they imported has been edited since."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(folder, name))
+                digest.update(f"{folder}/{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class Locator:
-    """How a worker process finds the definitions: import ``module``, or execute ``file``."""
+    """How a worker process finds the definitions: import ``module``, or execute ``file``; ``root`` and
+    ``fingerprint`` identify the project's code as it is now."""
 
     module: str | None
     file: str | None
     path: tuple[str, ...]
+    root: str
+    fingerprint: str
 
     @staticmethod
     def of(defs: Definitions) -> Locator:
         """Where ``defs`` came from; raises if it cannot be re-imported in another process."""
         if defs.source_file is None or defs.module_name is None:
-            raise UsageError("--executor processes needs definitions built at module level in a file")
+            raise UsageError("this executor needs definitions built at module level in a file")
         module = defs.module_name if defs.module_name != "__main__" else None
-        return Locator(module, str(defs.source_file), tuple(sys.path))
+        return Locator(module, str(defs.source_file), tuple(sys.path), str(defs.root), project_fingerprint(defs.root))
+
+    def forget_project_modules(self) -> None:
+        """Drop the project's modules from ``sys.modules`` so the next load imports the code as it is now
+        (for long-lived workers that already imported an older version)."""
+        root = os.path.join(os.path.realpath(self.root), "")
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and os.path.realpath(file).startswith(root) and not name.startswith("assetflow"):
+                del sys.modules[name]
 
     def load(self) -> Definitions:
         """Import the definitions (in the worker)."""
@@ -69,7 +100,11 @@ class Locator:
 
 def _worker_main(conn: Connection, locator: Locator) -> None:
     """A worker process: receive tasks, run them, send results, until told to stop."""
+    # Ctrl-C in a terminal reaches the whole process group; the coordinator handles it (and kills
+    # workers), so a worker must not die half-way through reporting.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     defs = locator.load()
+    conn.send(("ready", None))  # boot (imports) must not count against the first attempt's timeout
     checks: dict[str, list] = {}
     for check in defs.checks.values():
         checks.setdefault(check.asset, []).append(check)
@@ -97,6 +132,7 @@ class _Worker:
     process: Any
     conn: Connection
     job: int | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 class ProcessExecutor:
@@ -113,9 +149,11 @@ class ProcessExecutor:
         self._closed = False
 
     def start(self, slots: int) -> None:
-        """Start ``slots`` worker processes."""
+        """Start ``slots`` worker processes and wait until they have loaded the definitions."""
         for _ in range(slots):
             self._idle.append(self._spawn())
+        for worker in list(self._idle):
+            worker.ready.wait(120)
 
     def _spawn(self) -> _Worker:
         parent, child = self._ctx.Pipe()
@@ -130,7 +168,11 @@ class ProcessExecutor:
         while True:
             try:
                 job, result = worker.conn.recv()
+                if job == "ready":
+                    worker.ready.set()
+                    continue
             except (EOFError, OSError):
+                worker.ready.set()  # never leave a submitter waiting on a worker that died booting
                 with self._lock:
                     job = worker.job
                     lost = job is not None and self._busy.get(job) is worker and not self._closed
@@ -153,6 +195,9 @@ class ProcessExecutor:
             worker = self._idle.pop() if self._idle else self._spawn()
             worker.job = job
             self._busy[job] = worker
+        # The coordinator starts the attempt's timeout clock now; a worker still booting (a fresh
+        # replacement) is waited for first so its imports are not charged to the attempt.
+        worker.ready.wait(120)
         worker.conn.send((job, task))
 
     def abandon(self, job: int) -> None:

@@ -226,10 +226,12 @@ class Coordinator:
             self._complete(index, AttemptResult("failed", 0.0, error=missing, retryable=False))
             return
         asset = self.graph.nodes[unit.asset]
-        unit.deadline = time.monotonic() + asset.timeout if asset.timeout else None
         self.running[index] = unit
         self.pool_running[unit.pool] = self.pool_running.get(unit.pool, 0) + 1
         self.executor.submit(index, task)
+        # The timeout clock starts once the executor has the attempt (a process executor may first
+        # wait for a replacement worker to boot).
+        unit.deadline = time.monotonic() + asset.timeout if asset.timeout else None
 
     def _wait(self) -> None:
         timeout = FLUSH_EVERY_S
@@ -398,7 +400,11 @@ class Coordinator:
                 else:
                     _, path, fmt = self._current(up_gid)
                     entries.append((key, path, fmt))
-            many = ge.edge.mapping.many(self.graph.nodes[unit.asset].partitions, upstream.partitions)
+            asset = self.graph.nodes[unit.asset]
+            # A single-run range receives every partition of its range, so even a one-to-one input
+            # arrives as {partition: value}.
+            many = ge.edge.mapping.many(asset.partitions, upstream.partitions) or (
+                asset.backfill == "single_run" and upstream.partitions is not None)
             inputs.append(InputSpec(ge.edge.param, upstream.name, many, upstream.is_source, tuple(entries)))
         partitions = tuple(layout.keys[unit.asset][g - first] for g in unit.gids)
         task = StepTask(unit.asset, partitions, self.run_id, unit.attempt, tuple(inputs), self.config.get(unit.asset), self.values)

@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -101,25 +102,49 @@ def _cache_root() -> Path:
 
 @dataclass
 class RemoteLock:
-    """The lock object of a remote state, kept alive by heartbeats."""
+    """The lock object of a remote state, kept alive by heartbeats: at every checkpoint, and from a
+    background thread every ``ttl/3`` seconds, so a live runner inside a long step keeps its lock."""
 
     state: RemoteState
     record: dict[str, Any]
     etag: str
+    lost: str | None = None
+
+    def __post_init__(self) -> None:
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        interval = max(float(self.record.get("ttl_s", DEFAULT_TTL_S)) / 3, 0.2)
+        self._beater = threading.Thread(target=self._beat, args=(interval,), daemon=True, name="assetflow-lock-heartbeat")
+        self._beater.start()
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.heartbeat()
+            except StoreError as exc:
+                self.lost = str(exc)
+                return
 
     def heartbeat(self) -> None:
         """Refresh the heartbeat; raises StoreError if the lock was taken from us (e.g. ``unlock``)."""
-        self.record["heartbeat_at"] = time.time()
-        try:
-            self.etag = self.state.put_lock(self.record, if_match=self.etag)
-        except (FileNotFoundError, OSError) as exc:
-            raise StoreError(f"lost the lock on {self.state.url}: {exc}") from None
+        with self._guard:
+            if self.lost:
+                raise StoreError(self.lost)
+            self.record["heartbeat_at"] = time.time()
+            try:
+                self.etag = self.state.put_lock(self.record, if_match=self.etag)
+            except (FileNotFoundError, OSError) as exc:
+                self.lost = f"lost the lock on {self.state.url}: {exc}"
+                raise StoreError(self.lost) from None
 
     def release(self) -> None:
-        """Delete the lock object (only if it is still ours)."""
-        current = self.state.read_lock()
-        if current is not None and current[0].get("run_id") == self.record["run_id"]:
-            self.state.fs.rm_file(self.state.lock_key)
+        """Stop the heartbeat and delete the lock object (only if it is still ours)."""
+        self._stop.set()
+        self._beater.join(5)
+        with self._guard:
+            current = self.state.read_lock()
+            if current is not None and current[0].get("run_id") == self.record["run_id"]:
+                self.state.fs.rm_file(self.state.lock_key)
 
 
 @dataclass

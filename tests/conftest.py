@@ -115,6 +115,7 @@ class Loader:
         self._monkeypatch = monkeypatch
         self._registered: list[str] = []
         self._roots: list[Path] = []
+        self._project_modules: set[str] = set()
 
     def module(self, path: Path, filename: str = "pipeline.py") -> Any:
         root = Path(path).resolve()
@@ -130,19 +131,25 @@ class Loader:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # inspect needs it to find sources
         self._registered.append(name)
-        spec.loader.exec_module(module)
+        before = set(sys.modules)
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            # Modules the project imported from its own folder (``import helpers``) are forgotten
+            # before the next load, so that edits to them are re-read too.
+            for new in set(sys.modules) - before:
+                file = getattr(sys.modules[new], "__file__", None)
+                if file and Path(file).resolve().is_relative_to(root):
+                    self._project_modules.add(new)
         return module
 
     def defs(self, path: Path, filename: str = "pipeline.py") -> af.Definitions:
         return self.module(path, filename).defs
 
     def _forget_project_modules(self) -> None:
-        """Drop modules imported from a project folder (``import helpers``) so edits are re-read."""
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if file and any(Path(file).resolve().is_relative_to(root) for root in self._roots):
-                if name not in self._registered:
-                    del sys.modules[name]
+        for name in self._project_modules:
+            sys.modules.pop(name, None)
+        self._project_modules.clear()
 
     def close(self) -> None:
         self._forget_project_modules()

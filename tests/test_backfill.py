@@ -339,6 +339,18 @@ def test_single_run_asset_is_called_once_for_the_range_yet_recorded_and_stale_pe
     assert stale_pairs(defs, select=["raw", asset]) == []
 
 
+def test_single_run_backfill_calls_once_per_contiguous_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_project(tmp_path, SINGLE_RUN_PIPELINE)
+    monkeypatch.setenv("ASSETFLOW_NOW", FEB)
+    defs = load_defs(tmp_path)
+    af.materialize(defs, ["raw"])
+    result = af.materialize(defs, ["warehouse_dict"], partitions=["2024-01-02..2024-01-04", "2024-01-10"])
+    assert result.kind == "backfill"
+    assert calls(tmp_path) == [["2024-01-02", "2024-01-03", "2024-01-04"], ["2024-01-10"]]
+    assert [s.partition for s in result.steps if s.outcome == "materialized"] == [
+        "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-10"]
+
+
 @pytest.mark.xfail(reason="BUG: a single_run asset's Identity-mapped input receives only the first partition's "
                           "value instead of {partition: value} for the whole range", strict=True)
 def test_single_run_asset_receives_its_upstream_range_as_a_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -226,7 +226,13 @@ def db_b(ctx: af.Context) -> pa.Table:
     return pa.table({"p": [ctx.partition_key]})
 
 
-defs = af.Definitions(assets=[free, db_a, db_b], pools={"db": 1})
+@af.asset
+def summary(ctx: af.Context, free: dict) -> bytes:
+    # every partition of free arrives as {partition: table}, in partition order
+    return ",".join(f"{key}={table['p'][0].as_py()}" for key, table in free.items()).encode()
+
+
+defs = af.Definitions(assets=[free, db_a, db_b, summary], pools={"db": 1})
 '''
 
 
@@ -237,7 +243,11 @@ def test_max_concurrency_and_pool_limits_hold(tmp_path: Path, api_env: None, exe
     module = project.load()
     result = af.materialize(module.defs, max_concurrency=3, executor=executor)
     assert result.status == "success", result
-    assert result.counts["materialized"] == 30
+    assert result.counts["materialized"] == 31
+    # context and values crossed the worker boundary intact
+    keys = [f"2024-01-{day:02d}" for day in range(1, 11)]
+    assert af.load(module.defs, "summary") == ",".join(f"{k}={k}" for k in keys).encode()
+    assert af.load(module.defs, "db_b", partition="2024-01-07").column("p").to_pylist() == ["2024-01-07"]
     if counter == "memory":
         peak, current = module.PEAK, module.CURRENT
     else:
@@ -466,7 +476,7 @@ def test_timeout_processes_kills_the_worker(tmp_path: Path) -> None:
 
 @pytest.mark.xfail(reason="BUG: ProcessExecutor starts an attempt's timeout clock at submit, so worker boot "
                           "(importing assetflow and the definitions) counts against timeout=", strict=True)
-def test_timeout_processes_does_not_count_worker_startup(tmp_path: Path) -> None:
+def test_timeout_processes_does_not_count_worker_startup(tmp_path: Path, api_env: None) -> None:
     project = _project(tmp_path, '''
         import multiprocessing
 
@@ -479,26 +489,10 @@ def test_timeout_processes_does_not_count_worker_startup(tmp_path: Path) -> None
 
         defs = af.Definitions(assets=[quick])
     ''')
-    result = _json(project.cli("materialize", "--executor", "processes", "--json"))
-    (step,) = result["steps"]
-    assert step["outcome"] == "materialized", step["error"]
-
-
-def test_timeout_threads_cli(tmp_path: Path) -> None:
-    project = _project(tmp_path, '''
-        @af.asset(timeout="1s")
-        def hang() -> bytes:
-            wait_for("release", 60)
-            return b"late value"
-
-        defs = af.Definitions(assets=[hang])
-    ''')
-    try:
-        result = _json(project.cli("materialize", "--json"), code=1)
-    finally:
-        project.mark("release")
-    (step,) = result["steps"]
-    assert step["outcome"] == "failed" and step["error"].startswith("timed_out")
+    module = project.load()
+    result = af.materialize(module.defs, executor="processes")
+    (step,) = result.steps
+    assert step.outcome == "materialized", step.error
 
 
 # ---- checks --------------------------------------------------------------------------------------------
@@ -535,13 +529,18 @@ def d_has_ten_rows(d: pa.Table) -> bool:
     return d.num_rows == 10
 
 
+@af.check("d")
+def d_raises(d: pa.Table) -> bool:
+    raise ValueError("check blew up")
+
+
 @af.asset
 def e(d: pa.Table) -> pa.Table:
     mark("e_ran")
     return d
 
 
-defs = af.Definitions(assets=[a, b, c, d, e], checks=[b_is_empty, d_has_ten_rows])
+defs = af.Definitions(assets=[a, b, c, d, e], checks=[b_is_empty, d_has_ten_rows, d_raises])
 '''
 
 
@@ -564,21 +563,22 @@ def test_blocking_and_non_blocking_checks(tmp_path: Path) -> None:
     assert checks["b_is_empty"]["passed"] is False and checks["b_is_empty"]["blocking"] is True
     assert checks["b_is_empty"]["asset"] == "b"
     assert checks["d_has_ten_rows"]["passed"] is False and checks["d_has_ten_rows"]["blocking"] is False
+    assert checks["d_raises"]["passed"] is False and "check blew up" in checks["d_raises"]["error"]
 
-    status, run, check, lineage_d = project.many(
-        ("status", "--json"), ("run", result["run_id"], "--json"), ("status", "--check"), ("lineage", "d", "--json"))
+    status, run, check = project.many(("status", "--json"), ("run", result["run_id"], "--json"), ("status", "--check"))
     assets = {s["asset"]: s for s in _json(status)["assets"]}
     (b_check,) = assets["b"]["checks"]
     assert (b_check["check"], b_check["blocking"], b_check["failed"], b_check["passed"]) == ("b_is_empty", True, 1, 0)
-    (d_check,) = assets["d"]["checks"]
-    assert (d_check["check"], d_check["blocking"], d_check["failed"]) == ("d_has_ten_rows", False, 1)
+    d_checks = {c["check"]: c for c in assets["d"]["checks"]}
+    assert (d_checks["d_has_ten_rows"]["blocking"], d_checks["d_has_ten_rows"]["failed"]) == (False, 1)
+    assert d_checks["d_raises"]["failed"] == 1
     assert assets["d"]["up_to_date"] == 1 and assets["e"]["up_to_date"] == 1
     assert assets["b"]["up_to_date"] == 0
     recorded = {c["check_name"]: c for c in _json(run)["checks"]}
     assert recorded["b_is_empty"]["passed"] is False and recorded["b_is_empty"]["blocking"] is True
     assert recorded["d_has_ten_rows"]["passed"] is False and recorded["d_has_ten_rows"]["blocking"] is False
     assert check.returncode == 1, check.stderr  # a failed blocking check alerts
-    assert _json(lineage_d)["data_version"] is not None
+    assert recorded["d_raises"]["passed"] is False and "check blew up" in recorded["d_raises"]["error"]
 
 
 # ---- logs ----------------------------------------------------------------------------------------------
@@ -625,25 +625,23 @@ def test_log_and_traceback_capture(tmp_path: Path, executor: str) -> None:
         assert f"ValueError: kaboom on attempt {attempt['number']}" in attempt["traceback"]
     for text in ("ctx log line 42", "about to fail on attempt 2", "Traceback", "in explode", "ValueError: kaboom on attempt 2"):
         assert text in human.stdout, text
+    if executor == "processes":  # print() capture with threads: test_print_and_stderr_are_captured_threads
+        json.loads(proc.stdout)  # --json: one JSON document on stdout, nothing else there
+        logs = steps[("chatty", None)]["logs"]
+        assert "stdout line from chatty" in logs and "stderr line from chatty" in logs
+        assert "stdout line from chatty" in human.stdout and "stderr line from chatty" in human.stdout
 
 
-@pytest.mark.parametrize("executor", [
-    pytest.param("threads", marks=pytest.mark.xfail(
-        reason="BUG: threads executor never installs context.routed_output(): print()/sys.stderr in an asset "
-               "is not captured and leaks onto the CLI's stdout (breaking --json)", strict=True)),
-    "processes",
-])
-def test_print_and_stderr_are_captured(tmp_path: Path, executor: str) -> None:
+@pytest.mark.xfail(reason="BUG: threads executor never installs context.routed_output(): print()/sys.stderr in an "
+                          "asset is not captured (and leaks onto the CLI's stdout, breaking --json)", strict=True)
+def test_print_and_stderr_are_captured_threads(tmp_path: Path, api_env: None) -> None:
     project = _project(tmp_path, LOGS)
-    proc = project.cli("materialize", "--executor", executor, "--json")
-    assert proc.returncode == 1, proc.stderr
-    result = json.loads(proc.stdout)  # --json: one JSON document on stdout, nothing else there
-    assert "stdout line from chatty" not in proc.stdout
-    human, as_json = project.many(("run", result["run_id"]), ("run", result["run_id"], "--json"))
-    logs = _steps(_json(as_json))[("chatty", None)]["logs"]
-    assert "stdout line from chatty" in logs
-    assert "stderr line from chatty" in logs
-    assert "stdout line from chatty" in human.stdout and "stderr line from chatty" in human.stdout
+    module = project.load()
+    result = af.materialize(module.defs, select=["chatty"])
+    (step,) = [s for s in af.run(module.defs, result.run_id).steps if s.asset == "chatty"]
+    assert "ctx log line 42" in step.logs
+    assert "stdout line from chatty" in step.logs
+    assert "stderr line from chatty" in step.logs
 
 
 # ---- run tags ------------------------------------------------------------------------------------------
@@ -662,11 +660,11 @@ def test_runs_filtered_by_tag(tmp_path: Path, api_env: None) -> None:
     module = project.load()
     other = af.materialize(module.defs, tags={"team": "web"})
     untagged = af.materialize(module.defs)
-    ml, everything, both = project.many(
-        ("runs", "--tag", "team=ml", "--json"), ("runs", "--json"), ("runs", "--tag", "team=ml", "--tag", "owner=ana", "--json"))
+    ml = project.cli("runs", "--tag", "team=ml", "--json")
     ml_runs = _json(ml)["runs"]
     assert [r["run_id"] for r in ml_runs] == [tagged["run_id"]]
     assert ml_runs[0]["tags"]["team"] == "ml" and ml_runs[0]["status"] == "success"
-    assert {r["run_id"] for r in _json(everything)["runs"]} == {tagged["run_id"], other.run_id, untagged.run_id}
-    assert [r["run_id"] for r in _json(both)["runs"]] == [tagged["run_id"]]
+    assert [r.run_id for r in af.runs(module.defs, tags={"team": "ml", "owner": "ana"})] == [tagged["run_id"]]
+    assert af.runs(module.defs, tags={"team": "ml", "owner": "bob"}) == []
+    assert {r.run_id for r in af.runs(module.defs)} == {tagged["run_id"], other.run_id, untagged.run_id}
     assert [r.run_id for r in af.runs(module.defs, tags={"team": "web"})] == [other.run_id]

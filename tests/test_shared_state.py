@@ -184,11 +184,11 @@ class Running:
 class SharedProject:
     """A tmp project whose runners share one bucket and nothing else."""
 
-    def __init__(self, root: Path, s3: S3, bucket: str) -> None:
+    def __init__(self, root: Path, s3: S3, bucket: str, source: str = PIPELINE) -> None:
         self.root, self.s3, self.bucket = root, s3, bucket
         root.mkdir(parents=True, exist_ok=True)
         (root / "pyproject.toml").write_text('[project]\nname = "demo"\nversion = "0.0.0"\n')
-        (root / "pipeline.py").write_text(textwrap.dedent(PIPELINE).lstrip())
+        (root / "pipeline.py").write_text(textwrap.dedent(source).lstrip())
         self.gate = root / "gate"
         self.store = f"s3://{bucket}/state/lineage.duckdb"
         self.data = f"s3://{bucket}/data"
@@ -304,10 +304,9 @@ def test_second_runner_sees_the_first_runners_work_and_reads_without_the_lock(pr
     assert steps_of(built) == all_steps(DAYS)
 
     # Runner B: its own empty cache, the same bucket: nothing left to do.
-    plan_b, mat_b = project.run("b", "plan", "--stale", "--json"), None
+    plan_b, mat_b = project.run_many(("b", ("plan", "--stale", "--json")), ("b2", ("materialize", "--stale", "--json")))
     assert plan_b.returncode == 0, plan_b.describe()
     assert plan_b.json()["steps"] == [], plan_b.describe()
-    mat_b = project.run("b", "materialize", "--stale", "--json")
     assert mat_b.returncode == 0, mat_b.describe()
     assert mat_b.json()["counts"]["materialized"] == 0, mat_b.describe()
     assert steps_of(mat_b.json()) == set()
@@ -316,13 +315,13 @@ def test_second_runner_sees_the_first_runners_work_and_reads_without_the_lock(pr
     holder = project.start("a", "materialize", "feat", "--partitions", "2024-01-05", "--json",
                            env={"BLOCK_PARTITION": "2024-01-05"})
     project.wait_started("2024-01-05", holder)
-    status, lineage, runs, plan = project.run_many(
+    status, lineage, runs, plan, busy = project.run_many(
         ("b", ("status", "--json")),
         ("b", ("lineage", "feat", "--partition", "2024-01-03", "--json")),
         ("b", ("runs", "--json")),
         ("b", ("plan", "--stale", "--json")),
+        ("b", ("materialize", "--stale", "--json")),  # proves the lock really is held meanwhile
     )
-    busy = project.run("b", "materialize", "--stale", "--json")  # proves the lock really is held
     project.release()
     held = holder.finish()
     assert held.returncode == 0, held.describe()
@@ -495,5 +494,40 @@ def test_a_live_runner_inside_a_long_step_keeps_its_lock(project: SharedProject)
     b = project.run("b", "materialize", "--stale", "--json", env=ttl)
     project.release()
     done_a = a.finish()
-    assert b.returncode == 3, b.describe()
-    assert done_a.returncode == 0, done_a.describe()
+    # Expected: B is refused (A is alive) and A completes. Observed: B takes the "expired" lock over and
+    # rebuilds everything; A then fails at its final checkpoint ("lost the lock") and its run is lost.
+    assert (b.returncode, done_a.returncode) == (3, 0), b.describe() + "\n" + done_a.describe()
+
+
+CHECKOUT_PIPELINE = """
+from pathlib import Path
+
+import assetflow as af
+
+
+@af.asset
+def report() -> bytes:
+    return (Path(__file__).parent / "query.sql").read_bytes()
+
+
+defs = af.Definitions(assets=[report])
+"""
+
+
+@pytest.mark.xfail(reason="BUG: the code version folds in the absolute path of the checkout when an asset reads "
+                          "`__file__` (treated as a module-level str constant, codeversion.py), so runners whose "
+                          "checkouts live at different paths (laptop vs CI, two CI systems) see code_changed and "
+                          "rebuild everything the other runner built", strict=True)
+def test_runners_in_different_checkouts_share_the_work(tmp_path: Path, s3: S3, bucket: str) -> None:
+    checkouts = [SharedProject(tmp_path / where / "repo", s3, bucket, CHECKOUT_PIPELINE) for where in ("laptop", "ci")]
+    try:
+        for checkout in checkouts:
+            (checkout.root / "query.sql").write_text("select 1")
+        first = checkouts[0].run("a", "materialize", "--stale", "--json")
+        assert first.returncode == 0, first.describe()
+        plan = checkouts[1].run("b", "plan", "--stale", "--json")
+        assert plan.returncode == 0, plan.describe()
+        assert plan.json()["steps"] == [], plan.describe()
+    finally:
+        for checkout in checkouts:
+            checkout.close()
