@@ -80,17 +80,24 @@ class Layout:
         """Per node index: whether it is a source asset."""
         return np.array([self.graph.nodes[n].is_source for n in self.names], dtype=bool)
 
-    def keys_table(self) -> pa.Table:
-        """(aid, partition, gid) for every global id."""
-        aid = np.repeat(np.arange(len(self.names), dtype=np.int32), np.diff(self.offsets))
-        partitions = pa.chunked_array([_key_array(self.keys[n]) for n in self.names], type=pa.string())
-        return pa.table({"aid": aid, "partition": partitions, "gid": np.arange(self.size, dtype=np.int64)})
+    @cached_property
+    def names_array(self) -> pa.Array:
+        """Node names as Arrow, in layout order (for vectorized name lookups)."""
+        return pa.array(self.names, pa.string())
+
+    @cached_property
+    def definition_groups(self) -> dict[object, np.ndarray]:
+        """Node indices grouped by partitions definition: nodes of one group share one key tuple."""
+        groups: dict[object, list[int]] = {}
+        for i, name in enumerate(self.names):
+            groups.setdefault(self.graph.nodes[name].partitions, []).append(i)
+        return {d: np.array(ids, dtype=np.int64) for d, ids in groups.items()}
 
 
 _KEY_ARRAYS: dict[tuple[str, ...], pa.Array] = {}
 
 
-def _key_array(keys: tuple[str, ...]) -> pa.Array:
+def key_array(keys: tuple[str, ...]) -> pa.Array:
     # Many assets share one partitions definition; convert its keys to Arrow once.
     array = _KEY_ARRAYS.get(keys)
     if array is None:

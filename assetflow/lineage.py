@@ -7,8 +7,9 @@ read-only, never both. A ``materialize`` that held its connection for the whole 
 other side of a conflict retries for a while (:data:`LOCK_WAIT_S`). Writes are batched (a single-row
 INSERT costs milliseconds) and mutual exclusion between *runs* is a separate file lock (``runlock``).
 
-``heads`` is derived state kept in the same transaction as the history it summarizes, so planning never
-scans history: the planner's snapshot is two scans, however many runs came before.
+``heads`` and ``head_inputs`` are derived state kept in the same transaction as the history they
+summarize, so planning never scans history: the planner's snapshot is two scans, however many runs
+came before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pyarrow as pa
 
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_WAIT_S = 30.0
 
 _SCHEMA_V1 = """
@@ -58,7 +59,15 @@ CREATE TABLE IF NOT EXISTS observations (
 """
 
 # Migrations from version N to N+1, applied in order inside one transaction.
-_MIGRATIONS: dict[int, str] = {}
+_MIGRATIONS: dict[int, str] = {
+    # 2: the inputs of current heads get their own table, so planning never joins history.
+    1: """
+CREATE TABLE head_inputs (
+    asset VARCHAR, partition VARCHAR, up_asset VARCHAR, up_partition VARCHAR, data_version VARCHAR);
+INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version
+    FROM heads h JOIN inputs i ON i.mat_id = h.mat_id;
+""",
+}
 
 ATTEMPT_SCHEMA = pa.schema([
     ("mat_id", pa.int64()), ("run_id", pa.string()), ("asset", pa.string()), ("partition", pa.string()),
@@ -159,24 +168,16 @@ class LineageStore:
             raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_wait_s
-        pause = 0.005
-        while True:
-            try:
-                con = duckdb.connect(str(self.path), read_only=not write)
-                break
-            except duckdb.IOException as exc:
-                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
-            except duckdb.Error as exc:
-                raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
-            time.sleep(pause * (1 + random.random()))
-            pause = min(pause * 2, 0.1)
+        con = self._open(read_only=not write)
         try:
             if write:
                 self._ensure_schema(con)
-            else:
-                self._check_version(con)
+            elif self._check_version(con) < SCHEMA_VERSION:
+                # An older store: migrate it once (a short write), then read as asked.
+                con.close()
+                with self.connect(write=True):
+                    pass
+                con = self._open(read_only=True)
             yield con
             if write and self.on_commit is not None:
                 _sql(con, "CHECKPOINT")  # make the file self-contained before it is copied
@@ -185,7 +186,21 @@ class LineageStore:
         if write and self.on_commit is not None:
             self.on_commit(self)
 
-    def _check_version(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_wait_s
+        pause = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None
+            time.sleep(pause * (1 + random.random()))
+            pause = min(pause * 2, 0.1)
+
+    def _check_version(self, con: duckdb.DuckDBPyConnection) -> int:
         try:
             rows = _sql(con, "SELECT value FROM meta WHERE key = 'schema_version'")
             row = rows[0] if rows else None
@@ -194,6 +209,7 @@ class LineageStore:
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
             raise StoreError(f"lineage store {self.path} has schema {version}; this assetflow knows up to {SCHEMA_VERSION}")
+        return version
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         tables = {r[0] for r in _sql(con, "SELECT table_name FROM information_schema.tables")}
@@ -230,9 +246,7 @@ class LineageStore:
             return StoreSnapshot.empty()
         with reader as con:
             heads = fetch_arrow(con, "SELECT * FROM heads")
-            inputs = fetch_arrow(con,
-                "SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
-                "FROM heads h JOIN inputs i ON i.mat_id = h.mat_id")
+            inputs = fetch_arrow(con, "SELECT * FROM head_inputs")
             observations = fetch_arrow(con, "SELECT * FROM observations")
         return StoreSnapshot(heads, inputs, observations)
 
@@ -287,6 +301,15 @@ class LineageStore:
                 "code_version = excluded.code_version, config_hash = excluded.config_hash, "
                 "data_version = excluded.data_version, path = excluded.path, format = excluded.format, "
                 "materialized_at = excluded.materialized_at, run_id = excluded.run_id, failed = false"
+            )
+            # head_inputs mirrors the inputs of current heads, so a snapshot never joins history.
+            _sql(con,
+                "DELETE FROM head_inputs WHERE (asset, partition) IN "
+                "(SELECT asset, partition FROM b_attempts WHERE outcome = 'materialized')"
+            )
+            _sql(con,
+                "INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
+                "FROM b_inputs i JOIN heads h ON h.mat_id = i.mat_id"
             )
             _sql(con,
                 "INSERT INTO heads (asset, partition, failed, run_id) "

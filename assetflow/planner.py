@@ -1,12 +1,9 @@
 """The planner: a pure function of (graph, what the edge observed, clock) → which (asset, partition)
 pairs to build and why.
 
-It works set-at-a-time. The store snapshot, the current code/config versions and the graph's
-dependency pairs become Arrow tables; an in-memory DuckDB aligns records with the current state (two
-joins, no I/O — DuckDB is used here as a vectorized join engine, not as storage); the rebuilder judges
-every partition at once; a walk over *nodes* (not partitions) in topological order propagates
-``upstream_stale`` and waiting with numpy. A year of daily partitions over a thousand assets is a few
-hundred milliseconds.
+It works set-at-a-time: records are aligned with the graph's global ids by vectorized lookups
+(:mod:`alignment`), the rebuilder judges every partition at once, and a walk over *nodes* (not
+partitions) in topological order propagates ``upstream_stale`` and waiting with numpy.
 """
 
 from __future__ import annotations
@@ -16,14 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .graph import AssetGraph
 from .layout import Layout
-from .lineage import StoreSnapshot, fetch_arrow
+from .alignment import align_pairs, align_records
+from .lineage import StoreSnapshot
 from .ranges import PartitionFilter, select_partitions
 from .rebuilder import BIT, Current, InputPairs, Reason, Records, reason_names, why_stale
 
@@ -156,81 +153,8 @@ class Plan:
         return {"steps": len(self.step_gids), "assets": len(self.assets), "up_to_date": self.up_to_date}
 
 
-def _assets_table(layout: Layout, observed: Observed) -> pa.Table:
-    names = list(layout.names)
-    return pa.table({
-        "aid": pa.array(range(len(names)), pa.int32()),
-        "asset": pa.array(names, pa.string()),
-        "code_version": pa.array([observed.code_versions.get(n) for n in names], pa.string()),
-        "config_hash": pa.array([observed.config_hashes.get(n) for n in names], pa.string()),
-    })
-
-
-def _expected_table(layout: Layout) -> pa.Table:
-    downs, ups = [], []
-    for name in layout.names:
-        for ge in layout.edges[name]:
-            downs.append(ge.down)
-            ups.append(ge.up)
-    down = np.concatenate(downs) if downs else np.zeros(0, np.int64)
-    up = np.concatenate(ups) if ups else np.zeros(0, np.int64)
-    return pa.table({"down": down, "up": up})
-
-
-_ALIGN_SQL = """
-SELECT k.gid,
-       h.mat_id IS NOT NULL AS recorded,
-       coalesce(h.failed, false) AS failed,
-       h.code_version, h.config_hash,
-       CASE WHEN h.mat_id IS NOT NULL THEN h.data_version ELSE o.version END AS data_version,
-       h.path, h.format, h.materialized_at,
-       (h.path IS NULL OR p.path IS NOT NULL) AS present,
-       a.code_version AS cur_code, a.config_hash AS cur_config
-FROM keys k JOIN assets a ON a.aid = k.aid
-LEFT JOIN heads h ON h.asset = a.asset AND h.partition = k.partition
-LEFT JOIN present p ON p.path = h.path
-LEFT JOIN observed o ON o.source = a.asset AND o.partition = k.partition
-ORDER BY k.gid
-"""
-
-_PAIRS_SQL = """
-WITH rec AS (
-    SELECT kd.gid AS down, coalesce(ku.gid, -1) AS up, i.data_version AS recorded_version
-    FROM inputs i
-    JOIN assets ad ON ad.asset = i.asset JOIN keys kd ON kd.aid = ad.aid AND kd.partition = i.partition
-    LEFT JOIN assets au ON au.asset = i.up_asset
-    LEFT JOIN keys ku ON ku.aid = au.aid AND ku.partition = i.up_partition)
-SELECT coalesce(e.down, r.down) AS down, coalesce(e.up, r.up) AS up,
-       e.down IS NOT NULL AS expected, r.recorded_version
-FROM expected e FULL OUTER JOIN rec r ON e.down = r.down AND e.up = r.up
-ORDER BY 1, 2
-"""
-
-
-def _align(layout: Layout, observed: Observed) -> tuple[pa.Table, pa.Table]:
-    """Records aligned to global ids, and every (consumed or expected) input pair."""
-    observations = observed.source_versions
-    if observations is None:
-        observations = pa.table({"source": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
-                                 "version": pa.array([], pa.string())})
-    con = duckdb.connect()
-    try:
-        con.register("keys", layout.keys_table())
-        con.register("assets", _assets_table(layout, observed))
-        con.register("heads", observed.snapshot.heads)
-        con.register("inputs", observed.snapshot.inputs)
-        con.register("present", pa.table({"path": pa.array(sorted(observed.present_paths), pa.string())}))
-        con.register("observed", observations)
-        con.register("expected", _expected_table(layout))
-        aligned = fetch_arrow(con, _ALIGN_SQL)
-        pairs = fetch_arrow(con, _PAIRS_SQL)
-    finally:
-        con.close()
-    return aligned, pairs
-
-
-def _np(column: pa.ChunkedArray) -> np.ndarray:
-    return column.to_numpy()
+def _np(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False) if isinstance(column, pa.Array) else column.to_numpy()
 
 
 def _records(aligned: pa.Table) -> tuple[Records, Current]:
@@ -312,7 +236,9 @@ def _selected(layout: Layout, request: PlanRequest) -> np.ndarray:
 def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequest, layout: Layout | None = None) -> Plan:
     """Plan the work for ``request``: pure, deterministic, and set-at-a-time."""
     layout = layout or Layout(graph, now)
-    aligned, pairs = _align(layout, observed)
+    aligned = align_records(layout, observed.snapshot, observed.source_versions, observed.present_paths,
+                            observed.code_versions, observed.config_hashes)
+    pairs = align_pairs(layout, observed.snapshot)
     reasons, (ct, cu, cr) = judge(layout, aligned, pairs)
     source_gids = layout.is_source[layout.node_of(np.arange(layout.size))]
     reasons[source_gids] = 0

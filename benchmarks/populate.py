@@ -196,6 +196,9 @@ def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0,
         con.execute("INSERT INTO materializations BY NAME SELECT * FROM m")
         con.execute("INSERT INTO inputs BY NAME SELECT * FROM i")
         con.execute("INSERT INTO heads BY NAME SELECT * FROM h")
+        # assetflow keeps the inputs of current heads in head_inputs (what the planner reads).
+        con.execute("INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
+                    "FROM inputs i JOIN heads h ON h.mat_id = i.mat_id")
         con.execute("INSERT INTO runs BY NAME SELECT * FROM r")
         con.execute("COMMIT")
         mats += total

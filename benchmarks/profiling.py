@@ -6,7 +6,7 @@ Each measurement that misses a target is run once more under ``py-spy record`` t
   elapsed time goes;
 * **cpu** (default): samples of threads that are running — where the work is.
 
-The raw collapsed stacks (``*.wall.txt`` / ``*.cpu.txt``, loadable in speedscope or flamegraph.pl) and
+The raw collapsed stacks (``*.wall.txt`` / ``*.cpu.txt``, py-spy's ``raw`` format) and
 a summary (``*.summary.md``: top frames by self time and by inclusive time) are written under
 ``benchmarks/.work/profiles/``. Import time is folded into one ``[import]`` pseudo-frame so it shows as
 one line. For in-process measurements the wall view keeps only stacks inside the timed call.

@@ -157,10 +157,13 @@ class Loader:
             sys.modules.pop(name, None)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def pinned_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No store/data/clock override leaks in from the outside; the clock is pinned to :data:`NOW`;
-    no bytecode is written next to project files (edits must always be re-read from source)."""
+    no bytecode is written next to project files (edits must always be re-read from source).
+
+    Not autouse, so the other suites in this folder are unaffected: every fixture below that builds
+    a project requests it, and the core modules request it with ``pytestmark``."""
     for name in list(os.environ):
         if name.startswith("ASSETFLOW_"):
             monkeypatch.delenv(name)
@@ -169,7 +172,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def loader(monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
+def loader(pinned_environment: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Loader]:
     project_loader = Loader(monkeypatch)
     yield project_loader
     project_loader.close()

@@ -256,9 +256,6 @@ def _check_cancelled(project: Project, result: subprocess.CompletedProcess[str],
     assert not (project.data / "slow").exists() or not any((project.data / "slow").iterdir())
 
 
-@pytest.mark.xfail(reason="BUG: terminal Ctrl-C (SIGINT to the process group) with --executor processes: workers get "
-                          "KeyboardInterrupt, the step is recorded failed, the run ends 'failed' with exit 1 and "
-                          "worker tracebacks on stderr, instead of 'cancelled' / 130", strict=True)
 def test_ctrl_c_in_a_terminal_cancels_a_process_executor_run(tmp_path: Path) -> None:
     """A terminal's Ctrl-C signals the whole foreground process group: coordinator and workers alike."""
     project = _project(tmp_path, PIPELINE)

@@ -16,6 +16,9 @@ import pytest
 import assetflow as af
 from conftest import ALL_STEPS, DAYS, PIPELINE, causes_of, outcomes_of, reasons_of, step_keys
 
+pytestmark = pytest.mark.usefixtures("pinned_environment")
+
+
 def stale_plan(project, **kwargs):
     return af.plan(project.defs(), stale=True, **kwargs)
 
@@ -204,6 +207,18 @@ def test_rebuilt_partition_with_new_output_makes_its_window_consumers_stale(proj
     assert af.load(project.defs(), "rolling", partition="2024-01-02") == "2024-01-01:0+2024-01-02:0"
 
 
+def test_changing_a_window_marks_exactly_the_partitions_whose_inputs_changed(project):
+    project.write(WINDOW_PIPELINE)
+    af.materialize(project.defs(), stale=True)
+    project.edit("af.Window(-2, 0)", "af.Window(-1, 0)")  # the decorator is not code, the inputs are
+    plan = stale_plan(project)
+    # 01-01 and 01-02 consume the same partitions under both windows; the others lose one.
+    assert reasons_of(plan.steps) == {("rolling", d): ("upstream_changed",) for d in DAYS[2:]}
+    for step in plan.steps:
+        dropped = DAYS[DAYS.index(step.partition) - 2]
+        assert causes_of(step) == {("up", dropped, "upstream_changed")}
+
+
 CONTAINMENT_PIPELINE = '''
     import json
     from pathlib import Path
@@ -264,6 +279,19 @@ def test_code_change_with_identical_output_skips_downstream_by_early_cutoff(buil
     assert_up_to_date(built)
 
 
+def test_early_cutoff_is_decided_per_partition(built):
+    # New logic whose output differs for one day only: that day's downstream runs, the rest is skipped.
+    built.edit('return pa.table({"day": [day], "value": [value]})',
+               'return pa.table({"day": [day], "value": [value + (1 if day == 3 else 0)]})')
+    result = af.materialize(built.defs(), stale=True)
+    expected = {("up", d): "materialized" for d in DAYS}
+    expected |= {("features", d): "skipped" for d in DAYS} | {("features", "2024-01-03"): "materialized"}
+    expected[("total", None)] = "materialized"
+    assert outcomes_of(result.steps) == expected
+    assert af.load(built.defs(), "total") == sum(20 * d for d in range(1, 6)) + 2
+    assert_up_to_date(built)
+
+
 # --- the clock moves on ---------------------------------------------------------------------------
 
 
@@ -314,6 +342,11 @@ def test_failed_partition_fails_its_downstream_and_only_it_is_redone_after_the_f
     plan = stale_plan(project)
     assert step_keys(plan.steps) == {("up", "2024-01-03"), ("features", "2024-01-03"), ("total", None)}
     assert "failed" in reasons_of(plan.steps)[("up", "2024-01-03")]
+    status = {a.asset: (a.partitions, a.up_to_date, a.failed) for a in af.status(project.defs()).assets}
+    assert status == {"up": (5, 4, 1), "features": (5, 4, 0), "total": (1, 0, 0)}
+    (failed_step,) = [s for s in af.run(project.defs(), result.run_id).steps if s.outcome == "failed"]
+    assert failed_step.attempts[0].error == "RuntimeError: cannot load 2024-01-03"
+    assert "Traceback" in (failed_step.attempts[0].traceback or "")
 
     (project.root / "settings.json").unlink()  # the fix
     again = af.materialize(project.defs(), stale=True)
@@ -371,6 +404,38 @@ def test_materialization_records_consumed_upstream_versions(built):
     assert {(d["asset"], d["partition"]) for d in up.downstream} == {("features", "2024-01-04")}
     total = af.lineage(defs, "total")
     assert {(i.asset, i.partition) for i in total.inputs} == {("features", d) for d in DAYS}
+
+
+# --- definition errors ----------------------------------------------------------------------------
+
+
+def test_cycle_in_the_definitions_is_a_definition_error_naming_the_assets(project):
+    project.write('''
+        import assetflow as af
+
+
+        @af.asset(deps=["second"])
+        def first() -> int:
+            return 1
+
+
+        @af.asset
+        def second(first: int) -> int:
+            return first
+
+
+        defs = af.Definitions(assets=[first, second])
+    ''')
+    with pytest.raises(af.DefinitionError, match="first.*second|second.*first"):
+        af.plan(project.defs(), stale=True)
+    with pytest.raises(af.DefinitionError):
+        af.materialize(project.defs(), stale=True)
+    assert project.store_files() == {}
+
+
+def test_load_of_a_partition_that_does_not_exist_is_a_partition_error(built):
+    with pytest.raises(af.PartitionError):
+        af.load(built.defs(), "features", partition="2024-13-01")
 
 
 # --- selection ------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ RUN_FIELDS = {"run_id", "kind", "status", "counts", "steps"}
 RUN_STEP_FIELDS = {"asset", "partition", "outcome", "attempts", "data_version", "duration_s", "error"}
 COUNT_FIELDS = {"materialized", "skipped", "failed", "upstream_failed"}
 
+pytestmark = pytest.mark.usefixtures("pinned_environment")
+
 
 def assert_plan_shape(document: dict) -> None:
     assert set(document) >= {"steps", "waiting", "summary"}
@@ -190,11 +192,14 @@ def reports(built_template: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     root = tmp_path_factory.mktemp("reports") / "project"
     shutil.copytree(built_template, root)
     run_id = _only_run_id(root)
+    # `runs` finds the definitions through pyproject.toml; `lineage` takes the global option last.
+    with (root / "pyproject.toml").open("a") as pyproject:
+        pyproject.write('\n[tool.assetflow]\nmodule = "pipeline"\n')
     f = ("-f", "pipeline.py")
     commands = {
         "status": Invocation(root, (*f, "status", "--json")),
-        "lineage": Invocation(root, (*f, "lineage", "features", "--partition", "2024-01-02", "--json")),
-        "runs": Invocation(root, (*f, "runs", "--json")),
+        "lineage": Invocation(root, ("lineage", "features", "--partition", "2024-01-02", "--json", *f)),
+        "runs": Invocation(root, ("runs", "--json")),
         "run": Invocation(root, (*f, "run", run_id, "--json")),
         "plan tag": Invocation(root, (*f, "plan", "tag:team=ml", "--partitions", "2024-01-02", "--json")),
         "plan next day": Invocation(root, (*f, "plan", "--stale", "--json"), now="2024-01-07T00:00:00Z"),

@@ -21,11 +21,14 @@ import textwrap
 from dataclasses import dataclass
 from functools import cache
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import assetflow as af
 from conftest import Project, reasons_of
+
+pytestmark = pytest.mark.usefixtures("pinned_environment")
 
 
 @dataclass(frozen=True)

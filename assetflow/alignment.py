@@ -1,0 +1,126 @@
+"""Aligning what the store recorded with the graph as it is now, set-at-a-time.
+
+The store speaks in (asset, partition) strings; the planner computes in global ids (:mod:`layout`).
+Translating hundreds of thousands of rows must not be a Python loop nor a string join per row: asset
+names are looked up with one Arrow ``index_in`` over the column, partition keys with one ``index_in``
+per distinct partitions definition (assets share a handful of them), and consumed-input pairs are
+matched to the graph's expected pairs by sorting int64 pair keys. Rows that no longer fit the graph
+(a removed asset, a partition before a new ``start``) simply drop out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .layout import Layout, key_array
+from .lineage import StoreSnapshot
+
+
+def global_ids(layout: Layout, assets: pa.Array | pa.ChunkedArray, partitions: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Global id of each (asset, partition) row; -1 where the graph has no such partition."""
+    n = len(assets)
+    gid = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return gid
+    aid = pc.index_in(assets, value_set=layout.names_array).fill_null(-1).to_numpy()
+    for definition_aids in layout.definition_groups.values():
+        rows = np.flatnonzero(np.isin(aid, definition_aids))
+        if not len(rows):
+            continue
+        keys = key_array(layout.keys[layout.names[definition_aids[0]]])
+        local = pc.index_in(partitions.take(pa.array(rows)), value_set=keys).fill_null(-1).to_numpy()
+        hit = local >= 0
+        gid[rows[hit]] = layout.offsets[aid[rows[hit]]] + local[hit]
+    return gid
+
+
+def _scatter(layout: Layout, gid: np.ndarray) -> pa.Array:
+    """Take-indices that place row i at global id gid[i] (null where a global id has no row)."""
+    position = np.full(layout.size, -1, dtype=np.int64)
+    keep = gid >= 0
+    position[gid[keep]] = np.flatnonzero(keep)
+    return pa.array(position, mask=position < 0)
+
+
+def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.Table | None,
+                  present_paths: frozenset[str], code_versions: Mapping[str, str],
+                  config_hashes: Mapping[str, str]) -> pa.Table:
+    """One row per global id: the head's record (nulls when none), the current data version (a
+    source's observation for sources), whether the recorded value is still stored, and the current
+    code and config versions of its asset."""
+    heads = snapshot.heads
+    take = _scatter(layout, global_ids(layout, heads.column("asset"), heads.column("partition")))
+    mat_id = heads.column("mat_id").take(take)
+    recorded = pc.is_valid(mat_id)
+    path = heads.column("path").take(take)
+    # A recorded value of None has no path and nothing to lose; any other path must still be stored.
+    stored = pc.is_in(path, value_set=pa.array(list(present_paths), pa.string()))
+    present = pc.or_kleene(pc.is_null(path), stored).fill_null(False)
+    data_version = pc.if_else(recorded, heads.column("data_version").take(take), pa.nulls(layout.size, pa.string()))
+    if source_versions is not None and source_versions.num_rows:
+        observed = source_versions.column("version").take(
+            _scatter(layout, global_ids(layout, source_versions.column("source"), source_versions.column("partition"))))
+        data_version = pc.if_else(recorded, data_version, observed)
+    aid = layout.node_of(np.arange(layout.size))
+    return pa.table({
+        "recorded": recorded,
+        "failed": heads.column("failed").take(take).fill_null(False),
+        "code_version": heads.column("code_version").take(take),
+        "config_hash": heads.column("config_hash").take(take),
+        "data_version": data_version,
+        "path": path,
+        "format": heads.column("format").take(take),
+        "materialized_at": heads.column("materialized_at").take(take),
+        "present": present,
+        "cur_code": pa.array([code_versions.get(n) for n in layout.names], pa.string()).take(pa.array(aid)),
+        "cur_config": pa.array([config_hashes.get(n) for n in layout.names], pa.string()).take(pa.array(aid)),
+    })
+
+
+def expected_pairs(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """Every (downstream id, upstream id) dependency pair of the graph now."""
+    downs = [ge.down for name in layout.names for ge in layout.edges[name]]
+    ups = [ge.up for name in layout.names for ge in layout.edges[name]]
+    if not downs:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(downs), np.concatenate(ups)
+
+
+def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
+    """The union of expected pairs and consumed pairs, sorted by (down, up): ``expected`` says whether the
+    graph wants the pair now, ``recorded_version`` what was consumed (null: not consumed last time).
+    ``up`` is -1 for a consumed partition that no longer exists."""
+    inputs = snapshot.inputs
+    rec_down = global_ids(layout, inputs.column("asset"), inputs.column("partition"))
+    rec_up = global_ids(layout, inputs.column("up_asset"), inputs.column("up_partition"))
+    keep = rec_down >= 0
+    rec_down, rec_up = rec_down[keep], rec_up[keep]
+    rec_version = inputs.column("data_version").take(pa.array(np.flatnonzero(keep)))
+    exp_down, exp_up = expected_pairs(layout)
+    # One int64 per pair, ordered like (down, up); up = -1 sorts first within its down.
+    width = layout.size + 1
+    exp_key = exp_down * width + (exp_up + 1)
+    rec_key = rec_down * width + (rec_up + 1)
+    order = np.argsort(rec_key, kind="stable")
+    rec_sorted = rec_key[order]
+    at = np.searchsorted(rec_sorted, exp_key)
+    found = at < len(rec_sorted)
+    found[found] = rec_sorted[at[found]] == exp_key[found]
+    matched = np.full(len(exp_key), -1, dtype=np.int64)
+    matched[found] = order[at[found]]
+    extra = ~np.isin(rec_key, exp_key)
+    key = np.concatenate((exp_key, rec_key[extra]))
+    source_row = np.concatenate((matched, np.flatnonzero(extra)))
+    expected = np.concatenate((np.ones(len(exp_key), bool), np.zeros(int(extra.sum()), bool)))
+    final = np.argsort(key, kind="stable")
+    key, source_row, expected = key[final], source_row[final], expected[final]
+    return pa.table({
+        "down": key // width,
+        "up": key % width - 1,
+        "expected": expected,
+        "recorded_version": rec_version.take(pa.array(source_row, mask=source_row < 0)),
+    })

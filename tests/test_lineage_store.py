@@ -1,0 +1,123 @@
+"""The lineage store on its own: schema migrations, derived head tables, run bookkeeping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from assetflow.errors import StoreError
+from assetflow.lineage import (
+    _MIGRATIONS,
+    _SCHEMA_V1,
+    ATTEMPT_SCHEMA,
+    CHECK_SCHEMA,
+    INPUT_SCHEMA,
+    SCHEMA_VERSION,
+    Batch,
+    LineageStore,
+)
+
+T0 = datetime(2024, 1, 5, tzinfo=timezone.utc)
+
+
+def _attempt(mat_id: int, asset: str, partition: str, outcome: str, data_version: str | None) -> dict:
+    return {
+        "mat_id": mat_id, "run_id": "r1", "asset": asset, "partition": partition, "attempt": 1, "outcome": outcome,
+        "started_at": T0, "duration_s": 0.1, "error": None, "traceback": None, "logs": None, "code_version": "c1",
+        "config_hash": None, "data_version": data_version, "path": None, "format": None, "size": 0, "metadata": None,
+    }
+
+
+def _batch(attempts: list[dict], inputs: list[dict]) -> Batch:
+    return Batch(pa.Table.from_pylist(attempts, ATTEMPT_SCHEMA), pa.Table.from_pylist(inputs, INPUT_SCHEMA),
+                 CHECK_SCHEMA.empty_table())
+
+
+def test_a_schema_1_store_is_migrated_on_first_read(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(_SCHEMA_V1)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO heads (asset, partition, mat_id, data_version, failed) VALUES ('b', '2024-01-01', 7, 'vb', false)")
+    con.execute("INSERT INTO inputs VALUES (7, 'a', '2024-01-01', 'va'), (6, 'a', '2023-12-31', 'old')")
+    con.close()
+
+    snapshot = LineageStore(path).snapshot()
+
+    assert snapshot.inputs.to_pylist() == [
+        {"asset": "b", "partition": "2024-01-01", "up_asset": "a", "up_partition": "2024-01-01", "data_version": "va"}]
+    with duckdb.connect(str(path), read_only=True) as check:
+        assert check.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
+    assert 1 in _MIGRATIONS
+
+
+def test_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "future.duckdb"
+    LineageStore(path).begin_run("r0", "manual", {}, [], T0)
+    with duckdb.connect(str(path)) as con:
+        con.execute("UPDATE meta SET value = '99'")
+    with pytest.raises(StoreError, match="schema 99"):
+        LineageStore(path).snapshot()
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE x (a INT)")
+    with pytest.raises(StoreError, match="not an assetflow store"):
+        LineageStore(path).runs()
+
+
+def test_head_inputs_follow_the_newest_materialization_only(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.write(_batch([_attempt(1, "b", "p", "materialized", "v1")],
+                       [{"mat_id": 1, "up_asset": "a", "up_partition": "p", "data_version": "a1"}]))
+    store.write(_batch([_attempt(2, "b", "p", "materialized", "v2")],
+                       [{"mat_id": 2, "up_asset": "a", "up_partition": "p", "data_version": "a2"}]))
+
+    snapshot = store.snapshot()
+
+    assert snapshot.heads.column("data_version").to_pylist() == ["v2"]
+    assert snapshot.inputs.column("data_version").to_pylist() == ["a2"]
+    assert store.head("b", "p")["inputs"] == [{"up_asset": "a", "up_partition": "p", "data_version": "a2"}]
+
+
+def test_a_later_failure_flags_the_head_but_keeps_its_value(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.write(_batch([_attempt(1, "b", "p", "materialized", "v1")], []))
+    store.write(_batch([_attempt(2, "b", "p", "failed", None)], []))
+
+    head = store.snapshot().heads.to_pylist()[0]
+
+    assert (head["data_version"], head["failed"]) == ("v1", True)
+
+
+def test_a_success_after_a_failure_in_one_batch_clears_the_flag(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.write(_batch([_attempt(1, "b", "p", "failed", None), _attempt(2, "b", "p", "materialized", "v2")], []))
+
+    head = store.snapshot().heads.to_pylist()[0]
+
+    assert (head["data_version"], head["failed"]) == ("v2", False)
+
+
+def test_beginning_a_run_marks_runs_left_running_as_crashed(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.begin_run("dead", "stale", {}, [], T0)
+    store.begin_run("alive", "stale", {}, [], T0)
+
+    statuses = {r["run_id"]: r["status"] for r in store.runs()}
+
+    assert statuses == {"dead": "crashed", "alive": "running"}
+    assert [r["run_id"] for r in store.runs()] == ["alive", "dead"]  # newest first, even with equal times
+
+
+def test_materialization_ids_continue_after_earlier_runs(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    assert store.begin_run("r1", "manual", {}, [], T0) == 1
+    store.write(_batch([_attempt(1, "b", "p", "materialized", "v1"), _attempt(2, "b", "q", "materialized", "v1")], []))
+    assert store.begin_run("r2", "manual", {}, [], T0) == 3
