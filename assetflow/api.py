@@ -21,7 +21,7 @@ from .errors import Interrupted, PartitionError, SelectionError, UsageError
 from .executors import Executor, ThreadExecutor
 from .graph import AssetGraph
 from .layout import Layout
-from .lineage import LineageStore
+from .lineage import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
 from .results import RunResult, StepResultModel
@@ -82,11 +82,11 @@ def code_versions(graph: AssetGraph) -> dict[str, str]:
             for a in graph.assets()}
 
 
-def observe(project: Project, config: ConfigSource = None, *, store: LineageStore | None = None) -> tuple[Observed, dict[str, Any]]:
+def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSnapshot | None = None) -> tuple[Observed, dict[str, Any]]:
     """Read everything the planner needs (store snapshot, code, config, values present, sources)."""
     instances, hashes = bind_config(project.graph, read_config(config))
     versions = code_versions(project.graph)
-    snapshot = (store or project.store).snapshot()
+    snapshot = snapshot if snapshot is not None else project.store.snapshot()
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
     sources = observe_sources(project.graph.sources(), project.now)
     return Observed(snapshot, versions, hashes, present, sources), instances
@@ -168,13 +168,14 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     lock = project.state.lock(run_id, wait=wait)
     try:
         store = project.state.writer()
-        # Observe again under the lock: another run may have finished while we waited.
-        observed, instances = observe(project, config, store=store)
+        # Under the lock, the run is recorded and the store read in one go: another run may have
+        # finished while we waited for it.
+        mat_id_base, snapshot = store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
+        observed, instances = observe(project, config, snapshot=snapshot)
         the_plan = make_plan(project.graph, observed, project.now, request)
         if on_plan is not None:
             on_plan(the_plan)
-        mat_id_base = store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
-        if observed.source_versions is not None:
+        if observed.source_versions is not None and observed.source_versions.num_rows:
             store.record_observations(_stamped(observed.source_versions, project.now))
         coordinator = Coordinator(
             plan=the_plan, executor=pool, values=project.values, store=store, run_id=run_id,
@@ -182,18 +183,22 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
             stale=stale, config=instances, code_versions=observed.code_versions,
             config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
         )
+        interrupted = False
         try:
             with routed_output():  # each step's print()/stderr goes to its own record, not the terminal
                 reports = coordinator.run()
         except Interrupted:
-            store.finish_run(run_id, "cancelled", _counts(coordinator.reports.values()), project.clock.now(),
-                             "interrupted by SIGINT")
-            _sync(project, store)
-            raise
+            interrupted = True
+            reports = list(coordinator.reports.values())
         counts = _counts(reports)
-        status = "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed"
-        store.finish_run(run_id, status, counts, project.clock.now())
+        status = "cancelled" if interrupted else (
+            "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed")
+        # The last batch and the run's end commit together.
+        store.write(coordinator.final_batch(), finish=RunEnd(run_id, status, counts, project.clock.now(),
+                                                              "interrupted by SIGINT" if interrupted else None))
         _sync(project, store)
+        if interrupted:
+            raise Interrupted("interrupted: the run was recorded as cancelled")
     finally:
         lock.release()
     return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=run_tags,

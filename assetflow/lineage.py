@@ -125,6 +125,22 @@ class Batch:
     inputs: pa.Table
     checks: pa.Table
 
+    @staticmethod
+    def empty() -> Batch:
+        """A batch with no rows."""
+        return Batch(ATTEMPT_SCHEMA.empty_table(), INPUT_SCHEMA.empty_table(), CHECK_SCHEMA.empty_table())
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended, written with its last batch."""
+
+    run_id: str
+    status: str
+    counts: dict[str, int]
+    finished_at: datetime
+    error: str | None = None
+
 
 def fetch_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
     """A query's result as an Arrow table (``to_arrow_table`` in DuckDB 2, ``arrow`` before)."""
@@ -142,6 +158,11 @@ def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
         return []
 
 
+def _read_snapshot(con: duckdb.DuckDBPyConnection) -> StoreSnapshot:
+    return StoreSnapshot(fetch_arrow(con, "SELECT * FROM heads"), fetch_arrow(con, "SELECT * FROM head_inputs"),
+                         fetch_arrow(con, "SELECT * FROM observations"))
+
+
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
@@ -156,6 +177,7 @@ class LineageStore:
         self.lock_wait_s = lock_wait_s
         # Called after every committed write with the file closed (remote state uploads a checkpoint).
         self.on_commit = on_commit
+        self._schema_ready = False
 
     def exists(self) -> bool:
         """Whether the store file has been created."""
@@ -212,6 +234,12 @@ class LineageStore:
         return version
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._schema_ready:
+            return  # checked on an earlier connection of this process: skip two statements per write
+        self._ensure_schema_now(con)
+        self._schema_ready = True
+
+    def _ensure_schema_now(self, con: duckdb.DuckDBPyConnection) -> None:
         tables = {r[0] for r in _sql(con, "SELECT table_name FROM information_schema.tables")}
         if "meta" in tables:
             version = int(_sql(con, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
@@ -245,16 +273,15 @@ class LineageStore:
         if reader is None:
             return StoreSnapshot.empty()
         with reader as con:
-            heads = fetch_arrow(con, "SELECT * FROM heads")
-            inputs = fetch_arrow(con, "SELECT * FROM head_inputs")
-            observations = fetch_arrow(con, "SELECT * FROM observations")
-        return StoreSnapshot(heads, inputs, observations)
+            return _read_snapshot(con)
 
     # ---- runs ---------------------------------------------------------------------------------------
 
-    def begin_run(self, run_id: str, kind: str, tags: dict[str, str], selection: Sequence[str], started_at: datetime) -> int:
+    def begin_run(self, run_id: str, kind: str, tags: dict[str, str], selection: Sequence[str],
+                  started_at: datetime) -> tuple[int, StoreSnapshot]:
         """Record a run as ``running``; runs that were left ``running`` by a dead process become ``crashed``.
-        Called under the run lock; returns the first free materialization id for this run."""
+        Called under the run lock; returns the first free materialization id for this run and the
+        snapshot to plan it from (read on the same connection: one open instead of two)."""
         with self.connect(write=True) as con:
             _sql(con, "BEGIN")
             _sql(con, "UPDATE runs SET status = 'crashed', finished_at = ? WHERE status = 'running'", [started_at])
@@ -266,61 +293,69 @@ class LineageStore:
             )
             base = _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
             _sql(con, "COMMIT")
-            return int(base)
+            return int(base), _read_snapshot(con)
 
-    def finish_run(self, run_id: str, status: str, counts: dict[str, int], finished_at: datetime, error: str | None = None) -> None:
-        """Close a run with its final status and counts."""
-        with self.connect(write=True) as con:
-            _sql(con,
-                "UPDATE runs SET status = ?, finished_at = ?, materialized = ?, skipped = ?, failed = ?, "
-                "upstream_failed = ?, error = ? WHERE run_id = ?",
-                [status, finished_at, counts.get("materialized", 0), counts.get("skipped", 0),
-                 counts.get("failed", 0), counts.get("upstream_failed", 0), error, run_id],
-            )
-
-    def write(self, batch: Batch) -> None:
-        """Append a batch of attempts, inputs and check results, and move heads, in one transaction.
+    def write(self, batch: Batch, *, finish: RunEnd | None = None) -> None:
+        """Append a batch of attempts, inputs and check results, and move heads, in one transaction —
+        which also closes the run when ``finish`` is given (a run's last batch and its end commit together).
 
         Called only after every value the batch points at is durable in the data store.
         """
+        outcomes = set(batch.attempts.column("outcome").to_pylist())
         with self.connect(write=True) as con:
             con.register("b_attempts", batch.attempts)
             con.register("b_inputs", batch.inputs)
             con.register("b_checks", batch.checks)
             _sql(con, "BEGIN")
-            _sql(con, "INSERT INTO materializations SELECT * FROM b_attempts")
-            _sql(con, "INSERT INTO inputs SELECT * FROM b_inputs")
-            _sql(con, "INSERT INTO checks SELECT * FROM b_checks")
-            # The newest success of a partition becomes its head; a later final failure flags it.
-            _sql(con,
-                "INSERT INTO heads SELECT asset, partition, mat_id, code_version, config_hash, data_version, path, "
-                "format, started_at + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)), run_id, false FROM ("
-                "  SELECT *, row_number() OVER (PARTITION BY asset, partition ORDER BY mat_id DESC) AS rn "
-                "  FROM b_attempts WHERE outcome = 'materialized') WHERE rn = 1 "
-                "ON CONFLICT (asset, partition) DO UPDATE SET mat_id = excluded.mat_id, "
-                "code_version = excluded.code_version, config_hash = excluded.config_hash, "
-                "data_version = excluded.data_version, path = excluded.path, format = excluded.format, "
-                "materialized_at = excluded.materialized_at, run_id = excluded.run_id, failed = false"
-            )
-            # head_inputs mirrors the inputs of current heads, so a snapshot never joins history.
-            _sql(con,
-                "DELETE FROM head_inputs WHERE (asset, partition) IN "
-                "(SELECT asset, partition FROM b_attempts WHERE outcome = 'materialized')"
-            )
-            _sql(con,
-                "INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
-                "FROM b_inputs i JOIN heads h ON h.mat_id = i.mat_id"
-            )
-            _sql(con,
-                "INSERT INTO heads (asset, partition, failed, run_id) "
-                "SELECT DISTINCT asset, partition, true, run_id FROM b_attempts f "
-                "WHERE outcome IN ('failed', 'check_failed') AND NOT EXISTS (SELECT 1 FROM b_attempts s "
-                "  WHERE s.asset = f.asset AND s.partition = f.partition AND s.outcome = 'materialized' AND s.mat_id > f.mat_id) "
-                "ON CONFLICT (asset, partition) DO UPDATE SET failed = true"
-            )
+            # Statements cost milliseconds each here: only those the batch needs are run.
+            if batch.attempts.num_rows:
+                _sql(con, "INSERT INTO materializations SELECT * FROM b_attempts")
+            if batch.inputs.num_rows:
+                _sql(con, "INSERT INTO inputs SELECT * FROM b_inputs")
+            if batch.checks.num_rows:
+                _sql(con, "INSERT INTO checks SELECT * FROM b_checks")
+            if "materialized" in outcomes:
+                self._move_heads(con, batch.inputs.num_rows > 0)
+            if outcomes & {"failed", "check_failed"}:
+                # A final failure flags the head (its value stays current) unless a later success moved it.
+                _sql(con,
+                    "INSERT INTO heads (asset, partition, failed, run_id) "
+                    "SELECT DISTINCT asset, partition, true, run_id FROM b_attempts f "
+                    "WHERE outcome IN ('failed', 'check_failed') AND NOT EXISTS (SELECT 1 FROM b_attempts s "
+                    "  WHERE s.asset = f.asset AND s.partition = f.partition AND s.outcome = 'materialized' "
+                    "  AND s.mat_id > f.mat_id) "
+                    "ON CONFLICT (asset, partition) DO UPDATE SET failed = true")
+            if finish is not None:
+                _sql(con,
+                    "UPDATE runs SET status = ?, finished_at = ?, materialized = ?, skipped = ?, failed = ?, "
+                    "upstream_failed = ?, error = ? WHERE run_id = ?",
+                    [finish.status, finish.finished_at, finish.counts.get("materialized", 0),
+                     finish.counts.get("skipped", 0), finish.counts.get("failed", 0),
+                     finish.counts.get("upstream_failed", 0), finish.error, finish.run_id])
             _sql(con, "COMMIT")
             for name in ("b_attempts", "b_inputs", "b_checks"):
                 con.unregister(name)
+
+    @staticmethod
+    def _move_heads(con: duckdb.DuckDBPyConnection, with_inputs: bool) -> None:
+        """The newest success of each partition in the batch becomes its head; head_inputs follows it,
+        so a snapshot never joins history."""
+        _sql(con,
+            "INSERT INTO heads SELECT asset, partition, mat_id, code_version, config_hash, data_version, path, "
+            "format, started_at + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)), run_id, false FROM ("
+            "  SELECT *, row_number() OVER (PARTITION BY asset, partition ORDER BY mat_id DESC) AS rn "
+            "  FROM b_attempts WHERE outcome = 'materialized') WHERE rn = 1 "
+            "ON CONFLICT (asset, partition) DO UPDATE SET mat_id = excluded.mat_id, "
+            "code_version = excluded.code_version, config_hash = excluded.config_hash, "
+            "data_version = excluded.data_version, path = excluded.path, format = excluded.format, "
+            "materialized_at = excluded.materialized_at, run_id = excluded.run_id, failed = false")
+        _sql(con,
+            "DELETE FROM head_inputs WHERE (asset, partition) IN "
+            "(SELECT asset, partition FROM b_attempts WHERE outcome = 'materialized')")
+        if with_inputs:
+            _sql(con,
+                "INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
+                "FROM b_inputs i JOIN heads h ON h.mat_id = i.mat_id")
 
     def record_observations(self, observations: pa.Table) -> None:
         """Remember the latest observed version of source partitions."""

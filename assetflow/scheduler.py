@@ -143,7 +143,8 @@ class Coordinator:
     # ---- main loop ----------------------------------------------------------------------------------
 
     def run(self) -> list[StepReport]:
-        """Run every unit to an outcome; returns one report per step, in plan order."""
+        """Run every unit to an outcome; returns one report per step, in plan order. Records are flushed
+        in batches while it runs; the rest is left for :meth:`final_batch`."""
         self.ready: dict[str | None, list[tuple[int, int]]] = {}
         self.running: dict[int, _Unit] = {}
         self.pool_running: dict[str | None, int] = {}
@@ -169,14 +170,18 @@ class Coordinator:
         except KeyboardInterrupt:
             for job in list(self.running):
                 self.executor.abandon(job)
-            self._flush()
             raise Interrupted("interrupted") from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             self.executor.close()
-        self._flush()
         return [self.reports[g] for g in self.plan.step_gids.tolist()]
+
+    def final_batch(self) -> Batch:
+        """The records not flushed yet, their values made durable: the caller commits them together
+        with the run's end."""
+        self.values.sync()
+        return self.buffer.take()
 
     def _on_sigint(self, signum: int, frame: object) -> None:
         # First Ctrl-C: stop scheduling at the next loop turn (at most one flush interval away) and
@@ -417,4 +422,5 @@ class Coordinator:
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         if len(self.buffer) or self.buffer.checks:
+            self.values.sync()  # the values these rows point at are durable before the rows are
             self.store.write(self.buffer.take())

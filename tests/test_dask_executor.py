@@ -367,13 +367,10 @@ defs = af.Definitions(assets=[greeting])
 '''
 
 
-@pytest.mark.xfail(reason="BUG: dask workers cache the definitions per (module, file, sys.path) in "
-                          "dask_executor._LOADED and reuse sys.modules[module]; a long-lived cluster keeps "
-                          "running the OLD code after pipeline.py is edited (and a second project with the same "
-                          "module name gets the first project's code), while lineage records the NEW code version",
-                   strict=True)
 def test_a_long_lived_cluster_runs_the_edited_code(cluster: Cluster, projects: Any,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: workers cached the definitions per (module, file, sys.path) and kept running the OLD
+    code after pipeline.py was edited, while lineage recorded the NEW code version."""
     project = projects("editable", "pipeline.py", EDITABLE)
     flags = ("--executor", "dask", "--dask-address", cluster.address, "--json")
     first = project.run("materialize", "--stale", *flags)
@@ -386,6 +383,28 @@ def test_a_long_lived_cluster_runs_the_edited_code(cluster: Cluster, projects: A
     monkeypatch.setenv("ASSETFLOW_NOW", NOW)
     defs = project.load_defs()
     assert [af.load(defs, "greeting", key) for key in ("x", "y")] == [b"hello v2", b"hello v2"]
+
+
+SAME_NAME = EDITABLE.replace('b"hello v1"', "GREETING").replace(
+    "defs = af.Definitions", 'GREETING = b"from PROJECT"\n\n\ndefs = af.Definitions')
+
+
+@pytest.mark.xfail(reason="BUG: a worker reuses sys.modules[module] of ANOTHER project with the same module name "
+                          "(processes.Locator.load; forget_project_modules only drops this project's modules): on a "
+                          "shared cluster, project two runs project one's code and stores its values", strict=True)
+def test_two_projects_with_the_same_module_name_each_run_their_own_code(cluster: Cluster, projects: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two repositories, each with its own pipeline_same.py (think: two teams' `pipeline.py`).
+    one = projects("one", "pipeline_same.py", SAME_NAME.replace("PROJECT", "project one"))
+    two = projects("two", "pipeline_same.py", SAME_NAME.replace("PROJECT", "project two"))
+    flags = ("--executor", "dask", "--dask-address", cluster.address, "--json")
+    first = one.run("materialize", *flags)  # x and y meet: both workers have imported project one
+    assert first.returncode == 0, first.describe()
+    second = two.run("materialize", *flags)
+    assert second.returncode == 0, second.describe()
+    monkeypatch.setenv("ASSETFLOW_NOW", NOW)
+    values = [af.load(p.load_defs(), "greeting", key) for p in (one, two) for key in ("x", "y")]
+    assert values == [b"from project one"] * 2 + [b"from project two"] * 2
 
 
 # ---- a worker killed mid-step --------------------------------------------------------------------
@@ -434,11 +453,10 @@ def markers(project: Project, attempt: int) -> dict[str, set[int]]:
 
 @pytest.mark.parametrize("where", [
     "own-local-cluster",
-    pytest.param("shared-cluster", marks=pytest.mark.xfail(
-        reason="BUG: `allowed-failures = 0` is set only in the runner's dask config, which reaches a LocalCluster "
-               "the runner starts but not a scheduler given by --dask-address: that scheduler (default "
-               "allowed-failures=3) silently re-runs a killed worker's task as the SAME attempt, so the asset's "
-               "retry policy is bypassed (no_retry ends materialized, with_retry with attempts 1)", strict=True)),
+    # Regression for the shared cluster (a scheduler assetflow did not start, default allowed-failures=3):
+    # it used to re-run a killed worker's task as the SAME attempt behind the coordinator's back, so
+    # no_retry ended materialized and with_retry with attempts 1.
+    "shared-cluster",
 ])
 def test_a_worker_killed_mid_step_is_retried_per_the_assets_policy(where: str, cluster: Cluster, projects: Any) -> None:
     project = projects(where, "pipeline_kill.py", KILLABLE)

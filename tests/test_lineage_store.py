@@ -118,6 +118,6 @@ def test_beginning_a_run_marks_runs_left_running_as_crashed(tmp_path: Path) -> N
 
 def test_materialization_ids_continue_after_earlier_runs(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
-    assert store.begin_run("r1", "manual", {}, [], T0) == 1
+    assert store.begin_run("r1", "manual", {}, [], T0)[0] == 1
     store.write(_batch([_attempt(1, "b", "p", "materialized", "v1"), _attempt(2, "b", "q", "materialized", "v1")], []))
-    assert store.begin_run("r2", "manual", {}, [], T0) == 3
+    assert store.begin_run("r2", "manual", {}, [], T0)[0] == 3
