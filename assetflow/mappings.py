@@ -39,17 +39,18 @@ class EdgePairs:
     down: np.ndarray
     up: np.ndarray
     unsatisfied: np.ndarray
+    indptr: np.ndarray  # CSR offsets: the pairs of downstream i are [indptr[i], indptr[i+1])
 
     def upstream_of(self, down_index: int) -> np.ndarray:
         """Upstream indices consumed by one downstream partition, in partition order."""
-        lo, hi = np.searchsorted(self.down, [down_index, down_index + 1])
-        return self.up[lo:hi]
+        return self.up[self.indptr[down_index]:self.indptr[down_index + 1]]
 
 
 def _pairs(down: np.ndarray, up: np.ndarray, n_down: int, unsatisfied: np.ndarray | None = None) -> EdgePairs:
     order = np.lexsort((up, down))
     mask = np.zeros(n_down, dtype=bool) if unsatisfied is None else unsatisfied
-    return EdgePairs(down[order].astype(np.int64), up[order].astype(np.int64), mask)
+    down = down[order].astype(np.int64)
+    return EdgePairs(down, up[order].astype(np.int64), mask, np.searchsorted(down, np.arange(n_down + 1)))
 
 
 def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,6 +269,6 @@ def default_mapping(down: PartitionsDefinition | None, up: PartitionsDefinition 
 def edge_pairs(mapping: PartitionMapping, down: PartitionsDefinition | None, up: PartitionsDefinition | None, now: datetime) -> EdgePairs:
     """Cached :meth:`PartitionMapping.pairs`; arrays are shared, so callers must not modify them."""
     result = mapping.pairs(down, up, now)
-    for array in (result.down, result.up, result.unsatisfied):
+    for array in (result.down, result.up, result.unsatisfied, result.indptr):
         array.flags.writeable = False
     return result

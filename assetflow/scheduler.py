@@ -3,8 +3,9 @@ retries, timeouts, early cutoff and failure propagation, recording lineage in ba
 
 It is a single-threaded event loop over *units* (one step, or a contiguous range of partitions of a
 ``single_run`` asset). Workers report on a queue; waiting for a retry is a timer, never a held slot.
-Lineage is flushed every :data:`FLUSH_EVERY_S` and at the end — only results whose values are already
-durable are ever in the buffer, so a crash loses at most some records, never consistency.
+Lineage goes to a background :class:`~assetflow.recorder.Recorder` in batches — only results whose
+values are already written are ever in a batch, so a crash loses at most some records, never
+consistency.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from .executors import Executor
 from .lineage import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
 from .planner import Plan, external
 from .rebuilder import Reason
+from .recorder import Recorder
 from .retry import retry_delay, should_retry
 from .values import ValueStore
 from .worker import AttemptResult, InputSpec, StepTask
 
-FLUSH_EVERY_S = 0.5
+TICK_S = 0.5
+"""Longest the loop sleeps without a worker result (it also checks Ctrl-C, timers and the recorder)."""
 FLUSH_ROWS = 20_000
 
 
@@ -56,6 +59,7 @@ class _Unit:
     gids: list[int]
     asset: str
     pool: str | None
+    first: int  # global id of the asset's first partition: gid - first indexes its keys
     attempt: int = 0
     consumed: list[tuple[int, str, str, str | None]] = field(default_factory=list)
     deadline: float | None = None
@@ -123,7 +127,7 @@ class Coordinator:
                     and last.asset == name and last.gids[-1] == gid - 1):
                 last.gids.append(gid)
             else:
-                self.units.append(_Unit([gid], name, asset.pool))
+                self.units.append(_Unit([gid], name, asset.pool, int(layout.offsets[node])))
             unit_of[gid] = len(self.units) - 1
         self.unit_of = unit_of
         downs, ups = [], []
@@ -146,12 +150,14 @@ class Coordinator:
         """Run every unit to an outcome; returns one report per step, in plan order. Records are flushed
         in batches while it runs; the rest is left for :meth:`final_batch`."""
         self.ready: dict[str | None, list[tuple[int, int]]] = {}
-        self.running: dict[int, _Unit] = {}
+        self.running: dict[int, int] = {}  # job (one per attempt) -> unit index
+        self._jobs = 0
         self.pool_running: dict[str | None, int] = {}
         self.retries: list[tuple[float, int]] = []
         self.remaining = len(self.units)
         self.done_steps = 0
         self._last_flush = time.monotonic()
+        self.recorder = Recorder(self.store, self.values)
         self.executor.start(self.max_concurrency)
         self._interrupted = False
         previous = None
@@ -178,8 +184,9 @@ class Coordinator:
         return [self.reports[g] for g in self.plan.step_gids.tolist()]
 
     def final_batch(self) -> Batch:
-        """The records not flushed yet, their values made durable: the caller commits them together
-        with the run's end."""
+        """The records not written yet, their values made durable — after every earlier batch is
+        committed: the caller commits them together with the run's end."""
+        self.recorder.close()
         self.values.sync()
         return self.buffer.take()
 
@@ -194,7 +201,7 @@ class Coordinator:
         unit = self.units[index]
         if self.stale and self._cut_off(unit):
             for gid in unit.gids:
-                self._report(gid, "skipped", 0, self._dv[gid])
+                self._report(unit, gid, "skipped", 0, self._dv[gid])
                 self.produced[gid] = (self._dv[gid], self._path[gid], self._format[gid])
                 self._row(unit, gid, "skipped", None, data_version=self._dv[gid])
             self._finish(index)
@@ -231,19 +238,21 @@ class Coordinator:
             self._complete(index, AttemptResult("failed", 0.0, error=missing, retryable=False))
             return
         asset = self.graph.nodes[unit.asset]
-        self.running[index] = unit
+        # A job number per attempt: a late result of an abandoned attempt can never pass for its retry's.
+        job = self._jobs = self._jobs + 1
+        self.running[job] = index
         self.pool_running[unit.pool] = self.pool_running.get(unit.pool, 0) + 1
-        self.executor.submit(index, task)
+        self.executor.submit(job, task)
         # The timeout clock starts once the executor has the attempt (a process executor may first
         # wait for a replacement worker to boot).
         unit.deadline = time.monotonic() + asset.timeout if asset.timeout else None
 
     def _wait(self) -> None:
-        timeout = FLUSH_EVERY_S
+        timeout = TICK_S
         now = time.monotonic()
         if self.retries:
             timeout = min(timeout, self.retries[0][0] - now)
-        deadlines = [u.deadline for u in self.running.values() if u.deadline is not None]
+        deadlines = [self.units[i].deadline for i in self.running.values() if self.units[i].deadline is not None]
         if deadlines:
             timeout = min(timeout, min(deadlines) - now)
         if not self.running and not self.retries:
@@ -261,23 +270,25 @@ class Coordinator:
             self._on_result(job, result)
 
     def _on_result(self, job: int, result: AttemptResult | BaseException) -> None:
-        unit = self.running.pop(job, None)
-        if unit is None:
+        index = self.running.pop(job, None)
+        if index is None:
             return  # abandoned earlier
+        unit = self.units[index]
         self.pool_running[unit.pool] -= 1
         if isinstance(result, BaseException):
             result = AttemptResult("failed", time.perf_counter() - unit.t0, error=f"{type(result).__name__}: {result}")
-        self._complete(job, result)
+        self._complete(index, result)
 
     def _fire_timers(self) -> None:
         now = time.monotonic()
         while self.retries and self.retries[0][0] <= now:
             _, index = heapq.heappop(self.retries)
             heapq.heappush(self.ready.setdefault(self.units[index].pool, []), (self.units[index].gids[0], index))
-        for index, unit in list(self.running.items()):
+        for job, index in list(self.running.items()):
+            unit = self.units[index]
             if unit.deadline is not None and unit.deadline <= now:
-                self.executor.abandon(index)
-                del self.running[index]
+                self.executor.abandon(job)
+                del self.running[job]
                 self.pool_running[unit.pool] -= 1
                 timeout = self.graph.nodes[unit.asset].timeout
                 self._complete(index, AttemptResult("failed", time.perf_counter() - unit.t0,
@@ -296,7 +307,7 @@ class Coordinator:
                 for down, up_asset, up_key, dv in unit.consumed:
                     if down == gid:
                         self.buffer.inputs.append({"mat_id": mat_id, "up_asset": up_asset, "up_partition": up_key, "data_version": dv})
-                self._report(gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
+                self._report(unit, gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
             self._checks(result)
             self._finish(index)
             return
@@ -308,7 +319,7 @@ class Coordinator:
             heapq.heappush(self.retries, (time.monotonic() + delay, index))
             return
         for gid in unit.gids:
-            self._report(gid, result.outcome, unit.attempt, None, result.duration_s, result.error)
+            self._report(unit, gid, result.outcome, unit.attempt, None, result.duration_s, result.error)
         self._fail_downstream(index, result.outcome)
         self._finish(index)
 
@@ -331,7 +342,7 @@ class Coordinator:
             if unit.gids[0] in self.reports:
                 continue
             for gid in unit.gids:
-                self._report(gid, "upstream_failed", 0, None)
+                self._report(unit, gid, "upstream_failed", 0, None)
                 self._row(unit, gid, "upstream_failed", None)
             self.pending[child] = -1  # never becomes ready
             self.remaining -= 1
@@ -347,14 +358,15 @@ class Coordinator:
         if self.progress is not None:
             self.progress(len(self.reports), len(self.plan.step_gids))
 
-    def _report(self, gid: int, outcome: str, attempts: int, dv: str | None, duration: float = 0.0, error: str | None = None) -> None:
-        name, key = self.layout.locate(gid)
-        self.reports[gid] = StepReport(name, external(key), outcome, attempts, dv, round(duration, 6), error)
+    def _report(self, unit: _Unit, gid: int, outcome: str, attempts: int, dv: str | None, duration: float = 0.0,
+                error: str | None = None) -> None:
+        key = self.layout.keys[unit.asset][gid - unit.first]
+        self.reports[gid] = StepReport(unit.asset, external(key), outcome, attempts, dv, round(duration, 6), error)
 
     def _row(self, unit: _Unit, gid: int, outcome: str, result: AttemptResult | None, stored: Any = None, data_version: str | None = None) -> int:
         mat_id = self._next_mat_id
         self._next_mat_id += 1
-        _, key = self.layout.locate(gid)
+        key = self.layout.keys[unit.asset][gid - unit.first]
         self.buffer.attempts.append({
             "mat_id": mat_id, "run_id": self.run_id, "asset": unit.asset, "partition": key, "attempt": unit.attempt,
             "outcome": outcome, "started_at": unit.started_at or self.clock.now(),
@@ -416,11 +428,7 @@ class Coordinator:
         return task, missing
 
     def _maybe_flush(self) -> None:
-        if len(self.buffer) >= FLUSH_ROWS or time.monotonic() - self._last_flush >= FLUSH_EVERY_S:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._last_flush = time.monotonic()
-        if len(self.buffer) or self.buffer.checks:
-            self.values.sync()  # the values these rows point at are durable before the rows are
-            self.store.write(self.buffer.take())
+        due = time.monotonic() - self._last_flush >= self.recorder.interval
+        if (len(self.buffer) or self.buffer.checks) and (due or len(self.buffer) >= FLUSH_ROWS):
+            self._last_flush = time.monotonic()
+            self.recorder.submit(self.buffer.take)

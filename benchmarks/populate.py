@@ -1,9 +1,11 @@
 """Populating a lineage store directly, as if every (asset, partition) of a project had been built.
 
 Building 365,000 materializations for real would take the benchmark longer than it measures, so the
-rows are bulk-inserted (Arrow → DuckDB) in the schema of ``assetflow/lineage.py`` (tables ``runs``,
-``materializations``, ``inputs``, ``heads``; the schema itself is created by assetflow's own
-``LineageStore``). The rows are what a real run would have recorded:
+rows are bulk-inserted (Arrow → DuckDB) into the tables ``runs``, ``materializations``, ``inputs`` and
+``heads`` of ``assetflow/lineage.py``'s schema version 1 (its own DDL, ``_SCHEMA_V1``). The store is then
+opened once with assetflow's ``LineageStore``, which migrates it to the current schema — so tables
+assetflow *derives* from these (e.g. ``head_inputs`` since schema 2) are built by assetflow's own
+migration code. The rows are what a real run would have recorded:
 
 * ``code_version`` is exactly what assetflow computes (``assetflow.api.code_versions``), config hash
   NULL (no config parameters);
@@ -32,8 +34,11 @@ import json
 import random
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -132,6 +137,27 @@ def _run_row(run_id: str, at: dt.datetime, materialized: int) -> dict[str, objec
             "materialized": materialized, "skipped": 0, "failed": 0, "upstream_failed": 0, "error": None}
 
 
+@contextmanager
+def _schema_v1_connection(store: Path) -> Iterator[Any]:
+    """A connection to a new store in schema version 1 (``assetflow.lineage._SCHEMA_V1``, marked as
+    version 1), or — if this assetflow has no such constant — in its current schema."""
+    import duckdb
+
+    lineage = importlib.import_module("assetflow.lineage")  # (``assetflow.lineage`` the attribute is a function)
+    schema_v1 = getattr(lineage, "_SCHEMA_V1", None)
+    if schema_v1 is None:
+        with lineage.LineageStore(store).connect(write=True) as con:
+            yield con
+        return
+    con = duckdb.connect(str(store))
+    try:
+        con.execute(schema_v1)
+        con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        yield con
+    finally:
+        con.close()
+
+
 def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0, history_fraction: float = 0.01,
              seed: int = 0) -> Populated:
     """Write a fully up-to-date store for ``shape`` (plus ``history_runs`` earlier runs) at ``store``."""
@@ -157,7 +183,7 @@ def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0,
     store.parent.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, object]] = []
     mats = inputs = 0
-    with LineageStore(store).connect(write=True) as con:
+    with _schema_v1_connection(store) as con:
         next_id = 1
         for r in range(history_runs):
             chosen = np.sort(rng.choice(total, size=max(1, int(total * history_fraction)), replace=False))
@@ -196,14 +222,15 @@ def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0,
         con.execute("INSERT INTO materializations BY NAME SELECT * FROM m")
         con.execute("INSERT INTO inputs BY NAME SELECT * FROM i")
         con.execute("INSERT INTO heads BY NAME SELECT * FROM h")
-        # assetflow keeps the inputs of current heads in head_inputs (what the planner reads).
-        con.execute("INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version "
-                    "FROM inputs i JOIN heads h ON h.mat_id = i.mat_id")
         con.execute("INSERT INTO runs BY NAME SELECT * FROM r")
         con.execute("COMMIT")
         mats += total
         inputs += current_inputs.num_rows
         con.execute("CHECKPOINT")
+    # assetflow migrates the version-1 store to its current schema, deriving whatever it derives
+    # (e.g. ``head_inputs``) from the rows above with its own code.
+    with LineageStore(store).connect(write=True):
+        pass
     return Populated(store, total, inputs, mats, len(runs))
 
 

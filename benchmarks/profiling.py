@@ -48,6 +48,12 @@ def _short(frame: str) -> str:
     return f"{match['func']} ({'/'.join(parts[-2:])})"
 
 
+def _harness(frame: str) -> bool:
+    """Frames every stack shares (interpreter start, the runners, the CLI entry): noise in inclusive views."""
+    return ("<frozen runpy>" in frame or "benchmarks/" in frame or frame.startswith("<module> (")
+            or frame.startswith("main (") and "assetflow/cli.py" in frame)
+
+
 def parse_raw(path: Path) -> list[tuple[list[str], int]]:
     """Collapsed stacks ``a;b;c N`` → [(frames, count)]."""
     stacks = []
@@ -74,7 +80,7 @@ def summarize(stacks: list[tuple[list[str], int]], *, keep: Callable[[list[str]]
             inclusive[IMPORT] += count
             continue
         own[_short(frames[-1])] += count
-        for name in dict.fromkeys(_short(f) for f in frames):
+        for name in dict.fromkeys(_short(f) for f in frames if not _harness(f)):
             inclusive[name] += count
     return total, own.most_common(top), inclusive.most_common(top + 5)
 

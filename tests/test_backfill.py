@@ -351,8 +351,6 @@ def test_single_run_backfill_calls_once_per_contiguous_range(tmp_path: Path, mon
         "2024-01-02", "2024-01-03", "2024-01-04", "2024-01-10"]
 
 
-@pytest.mark.xfail(reason="BUG: a single_run asset's Identity-mapped input receives only the first partition's "
-                          "value instead of {partition: value} for the whole range", strict=True)
 def test_single_run_asset_receives_its_upstream_range_as_a_dict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_project(tmp_path, """
         import assetflow as af
