@@ -200,6 +200,10 @@ class _Walk:
         label, value = resolved
         if self._is_excluded(value):
             return None
+        if chain[0].startswith("__") and chain[0].endswith("__"):
+            # Module dunders (__file__, __name__) describe where the code sits, not what it does: a
+            # checkout at another path must not look like a code change.
+            return None
         literal = _literal_repr(value)
         if literal is not None:
             return f"{label}={literal}"

@@ -34,6 +34,10 @@ def _run_on_worker(locator: Locator, task: StepTask) -> AttemptResult:
         if locator not in _LOADED:
             for old in [k for k in _LOADED if k.root == locator.root]:
                 del _LOADED[old]
+            # Modules of every project this worker served may shadow ours by name (two projects with a
+            # `pipeline` or `helpers` module): import ours afresh. Loaded definitions keep their own.
+            for other in list(_LOADED):
+                other.forget_project_modules()
             locator.forget_project_modules()
             defs = locator.load()
             checks: dict[str, list[Any]] = {}

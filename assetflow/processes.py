@@ -78,13 +78,17 @@ class Locator:
         """Import the definitions (in the worker)."""
         sys.path[:] = list(self.path)
         loaded: Any = None
-        if self.module and self.module in sys.modules:
+        same_file = self.module in sys.modules and self.file is not None and os.path.realpath(
+            getattr(sys.modules[self.module], "__file__", "") or "") == os.path.realpath(self.file)
+        if self.module and same_file:
             loaded = sys.modules[self.module]
-        elif self.module:
+        elif self.module and self.module not in sys.modules:
             try:
                 loaded = importlib.import_module(self.module)
             except ImportError:
                 loaded = None
+            if loaded is not None and self.file and os.path.realpath(loaded.__file__ or "") != os.path.realpath(self.file):
+                loaded = None  # another project's module of the same name: load ours from its file
         if loaded is None:
             assert self.file is not None
             name = self.module or Path(self.file).stem

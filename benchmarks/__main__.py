@@ -7,11 +7,14 @@ work in Dagster and Prefect — prints a table and writes ``benchmarks/results.j
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.measure import REPO, WORK
+from benchmarks.model import Measurement
 from benchmarks.workloads import WORKLOADS, Context, Workload
 
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = Context(quick=args.quick, runs=args.runs, timeout_s=args.timeout, log=log, work=args.work.resolve())
     meta = {"started_at": report.stamp(), "command": report.command_line(), "quick": args.quick, "runs": args.runs,
-            "machine": report.machine(), "errors": {}}
+            "machine": report.machine(), "errors": {}, "assetflow_source_digest": report.source_digest()}
     workloads: list[Workload] = []
     t0 = time.perf_counter()
     for wid in wanted:
@@ -81,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         meta["profiles"] = _profile(ctx, measurements, args.py_spy, log)
     meta["finished_at"] = report.stamp()
     meta["elapsed_s"] = time.perf_counter() - t0
-    meta["machine"]["loadavg_end"] = __import__("os").getloadavg()
+    meta["machine"]["loadavg_end"] = os.getloadavg()
+    if report.source_digest() != meta["assetflow_source_digest"]:
+        meta["warning"] = "assetflow's source changed during this run: figures mix code states"
+        log(f"  ! {meta['warning']}")
     report.print_table(workloads, args.peers)
     document = report.results_document(workloads, meta)
     report.write_json(args.out, document)
@@ -92,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if meta["errors"] or any(m.error for m in measurements) else 0
 
 
-def _profile(ctx: Context, measurements: list, py_spy_path: str | None, log) -> dict[str, str]:  # noqa: ANN001
+def _profile(ctx: Context, measurements: list[Measurement], py_spy_path: str | None,
+             log: Callable[[str], None]) -> dict[str, str]:
+    """py-spy profiles of every measurement that missed a target; returns {key: summary path}."""
     from benchmarks.profiling import find_py_spy, profile
 
     py_spy = find_py_spy(py_spy_path)

@@ -50,7 +50,7 @@ def _short(frame: str) -> str:
 
 def _harness(frame: str) -> bool:
     """Frames every stack shares (interpreter start, the runners, the CLI entry): noise in inclusive views."""
-    return ("<frozen runpy>" in frame or "benchmarks/" in frame or frame.startswith("<module> (")
+    return ("<frozen runpy>" in frame or "benchmarks/inproc.py" in frame or frame.startswith("<module> (")
             or frame.startswith("main (") and "assetflow/cli.py" in frame)
 
 

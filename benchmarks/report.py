@@ -34,6 +34,20 @@ def machine() -> dict[str, Any]:
             "platform": platform.platform(), "versions": versions, "loadavg_start": os.getloadavg()}
 
 
+def source_digest() -> str:
+    """An xxh3 digest of assetflow's source files: identifies the code state the figures belong to
+    (the harness compares it at start and end and warns when the code changed mid-run)."""
+    import xxhash
+
+    from benchmarks.measure import REPO
+
+    digest = xxhash.xxh3_64()
+    for path in sorted((REPO / "assetflow").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "—"

@@ -233,6 +233,26 @@ def test_readers_during_a_run_second_writer_and_wait(tmp_path: Path) -> None:
     assert {r["run_id"]: r["status"] for r in runs} == {run_id: "success", waited["run_id"]: "success"}
 
 
+def test_wait_takes_over_from_a_killed_run(tmp_path: Path) -> None:
+    """SIGKILL the running materialize: the kernel frees its lock, the queued --wait run proceeds, and the
+    dead run is recorded as crashed."""
+    project = _project(tmp_path, PIPELINE)
+    first, run_id = _start_blocked_run(project, "--json")
+    try:
+        waiter = project.popen("materialize", "--wait", "--json")
+        _wait(lambda: _holds_open(waiter.pid, lock_path(project.store)), "--wait to reach the run lock", waiter)
+        first.send_signal(signal.SIGKILL)
+        assert _finish(first).returncode == -signal.SIGKILL
+        _wait(lambda: (project.events / "slow_started").read_text() != run_id, "the waiting run to start its slow step",
+              waiter)
+    finally:
+        project.mark("release")
+    waited = _json(_finish(waiter))
+    assert waited["status"] == "success" and waited["run_id"] != run_id
+    runs = {r["run_id"]: r["status"] for r in _json(project.cli("runs", "--json"))["runs"]}
+    assert runs == {run_id: "crashed", waited["run_id"]: "success"}
+
+
 def test_sigint_cancels_the_run(tmp_path: Path) -> None:
     project = _project(tmp_path, PIPELINE)
     proc, run_id = _start_blocked_run(project, "--json")

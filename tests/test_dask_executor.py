@@ -5,10 +5,11 @@ One cluster (2 worker processes, 1 thread each) is shared by the module and hand
 one test also lets assetflow start its own LocalCluster (no address). Asset code reports where and
 when it ran through files in its project folder; the test waits on those files, never on sleeps.
 
-Each project's definitions file has its own module name (``pipeline_cmp.py``, ``pipeline_pool.py``,
-...): a long-lived cluster's workers cache definitions by module name (see the xfail test
-``test_a_long_lived_cluster_runs_the_edited_code``), so two projects both named ``pipeline`` would
-see each other's code on the shared cluster.
+Each test's definitions file has its own module name (``pipeline_cmp.py``, ``pipeline_pool.py``,
+...): a worker of the shared cluster that imported one project's module reuses it for another
+project's module of the same name (the xfail test
+``test_two_projects_with_the_same_module_name_each_run_their_own_code``), which would otherwise make
+these tests depend on each other.
 """
 
 from __future__ import annotations

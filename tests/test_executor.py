@@ -101,7 +101,7 @@ def hold(keys, limit):
     limit is provably reached, work a moment, count out."""
     update = _file_update if COUNTER == "file" else _memory_update
     peak = update(keys, +1)
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 5.0
     while peak.get("all", 0) < limit and time.monotonic() < deadline:
         time.sleep(0.005)
         peak = update([], 0)
@@ -424,6 +424,37 @@ def test_timeout_threads_abandons_and_never_writes_the_late_result(tmp_path: Pat
     run = af.run(module.defs, result.run_id)
     (hang_step,) = [s for s in run.steps if s.asset == "hang"]
     assert hang_step.attempts[-1].error.startswith("timed_out")
+
+
+def test_timeout_then_retry_threads_keeps_the_retry_and_drops_the_late_result(tmp_path: Path, api_env: None) -> None:
+    """A timed-out attempt that is retried: the retry's result counts, the first attempt's late one never does."""
+    project = _project(tmp_path, '''
+        @af.asset(timeout=1, retries=af.Retry(max_attempts=2, delay=0.01, jitter=0))
+        def sometimes_hangs(ctx: af.Context) -> bytes:
+            if ctx.attempt == 1:
+                mark("attempt1_started", str(threading.get_ident()))
+                released = wait_for("release", 60)
+                mark("attempt1_returned", str(released))
+                return b"late first attempt"
+            return b"second attempt"
+
+        defs = af.Definitions(assets=[sometimes_hangs])
+    ''')
+    module = project.load()
+    result = af.materialize(module.defs)
+    (step,) = result.steps
+    assert (step.outcome, step.attempts) == ("materialized", 2), step.error
+    assert step.data_version == data_version(b"second attempt")
+    project.mark("release")
+    _wait(lambda: (project.events / "attempt1_returned").exists(), "the abandoned first attempt to return")
+    ident = int((project.events / "attempt1_started").read_text())
+    _wait(lambda: not any(t.ident == ident and t.is_alive() for t in threading.enumerate()),
+          "the abandoned worker thread to exit")
+    assert af.load(module.defs, "sometimes_hangs") == b"second attempt"
+    assert [p.name for p in (project.data / "sometimes_hangs").iterdir()] == [f"{data_version(b'second attempt')}.bin"]
+    (recorded,) = af.run(module.defs, result.run_id).steps
+    assert [a.outcome for a in recorded.attempts] == ["failed", "materialized"]
+    assert recorded.attempts[0].error.startswith("timed_out")
 
 
 def test_timeout_processes_kills_the_worker(tmp_path: Path) -> None:
