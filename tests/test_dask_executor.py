@@ -6,10 +6,9 @@ one test also lets assetflow start its own LocalCluster (no address). Asset code
 when it ran through files in its project folder; the test waits on those files, never on sleeps.
 
 Each test's definitions file has its own module name (``pipeline_cmp.py``, ``pipeline_pool.py``,
-...): a worker of the shared cluster that imported one project's module reuses it for another
-project's module of the same name (the xfail test
-``test_two_projects_with_the_same_module_name_each_run_their_own_code``), which would otherwise make
-these tests depend on each other.
+...) so the tests stay independent of each other; that workers keep two projects with the *same*
+module name apart is tested on its own
+(``test_two_projects_with_the_same_module_name_each_run_their_own_code``).
 """
 
 from __future__ import annotations
@@ -390,9 +389,6 @@ SAME_NAME = EDITABLE.replace('b"hello v1"', "GREETING").replace(
     "defs = af.Definitions", 'GREETING = b"from PROJECT"\n\n\ndefs = af.Definitions')
 
 
-@pytest.mark.xfail(reason="BUG: a worker reuses sys.modules[module] of ANOTHER project with the same module name "
-                          "(processes.Locator.load; forget_project_modules only drops this project's modules): on a "
-                          "shared cluster, project two runs project one's code and stores its values", strict=True)
 def test_two_projects_with_the_same_module_name_each_run_their_own_code(cluster: Cluster, projects: Any,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     # Two repositories, each with its own pipeline_same.py (think: two teams' `pipeline.py`).

@@ -510,10 +510,6 @@ defs = af.Definitions(assets=[report])
 """
 
 
-@pytest.mark.xfail(reason="BUG: the code version folds in the absolute path of the checkout when an asset reads "
-                          "`__file__` (treated as a module-level str constant, codeversion.py), so runners whose "
-                          "checkouts live at different paths (laptop vs CI, two CI systems) see code_changed and "
-                          "rebuild everything the other runner built", strict=True)
 def test_runners_in_different_checkouts_share_the_work(tmp_path: Path, s3: S3, bucket: str) -> None:
     checkouts = [SharedProject(tmp_path / where / "repo", s3, bucket, CHECKOUT_PIPELINE) for where in ("laptop", "ci")]
     try:
