@@ -70,8 +70,9 @@ class DaskExecutor:
             # failed attempt instead of resubmitting behind our back.
             self.client.run_on_scheduler(_no_resubmission)
         else:
+            # Dashboard on a free port: a fixed one clashes with any other cluster on the machine.
             self._cluster = LocalCluster(n_workers=n_workers or 2, threads_per_worker=1, processes=True,
-                                         dashboard_address=None)
+                                         dashboard_address=":0")
             self.client = Client(self._cluster)
 
     def start(self, slots: int) -> None:

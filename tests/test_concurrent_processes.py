@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from assetflow.lineage import LineageStore
 from assetflow.runlock import lock_path
