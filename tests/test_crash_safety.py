@@ -301,7 +301,10 @@ def test_sigkill_loop_never_corrupts_the_store(tmp_path: Path, monkeypatch: pyte
     by_id = {r["run_id"]: r for r in runs}
     assert by_id[final["run_id"]]["status"] == "success"
     assert killed_runs, f"no kill landed after a run had started its steps: {moments}"
-    for run_id in killed_runs:
-        assert by_id[run_id]["status"] == "crashed", by_id[run_id]
+    # A kill can land after a run committed its end but before its process exited: such a run is a
+    # success. Every other killed run is crashed, and at least one kill must have caught a run mid-way.
+    killed_statuses = [by_id[run_id]["status"] for run_id in killed_runs]
+    assert set(killed_statuses) <= {"crashed", "success"}, killed_statuses
+    assert "crashed" in killed_statuses, killed_statuses
     # every run either finished on its own or was killed; none is left "running"
     assert {r["status"] for r in runs} <= {"crashed", "success"}, runs
