@@ -10,8 +10,6 @@ matched to the graph's expected pairs by sorting int64 pair keys. Rows that no l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,8 +25,9 @@ def global_ids(layout: Layout, assets: pa.Array | pa.ChunkedArray, partitions: p
     if n == 0:
         return gid
     aid = pc.index_in(assets, value_set=layout.names_array).fill_null(-1).to_numpy()
-    for definition_aids in layout.definition_groups.values():
-        rows = np.flatnonzero(np.isin(aid, definition_aids))
+    group_of_row = np.where(aid >= 0, layout.group_of_node[np.maximum(aid, 0)], -1)
+    for group, definition_aids in enumerate(layout.definition_groups.values()):
+        rows = np.flatnonzero(group_of_row == group)
         if not len(rows):
             continue
         keys = key_array(layout.keys[layout.names[definition_aids[0]]])
@@ -47,11 +46,9 @@ def _scatter(layout: Layout, gid: np.ndarray) -> pa.Array:
 
 
 def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.Table | None,
-                  present_paths: frozenset[str], code_versions: Mapping[str, str],
-                  config_hashes: Mapping[str, str]) -> pa.Table:
+                  present_paths: frozenset[str]) -> pa.Table:
     """One row per global id: the head's record (nulls when none), the current data version (a
-    source's observation for sources), whether the recorded value is still stored, and the current
-    code and config versions of its asset."""
+    source's observation for sources), and whether the recorded value is still stored."""
     heads = snapshot.heads
     take = _scatter(layout, global_ids(layout, heads.column("asset"), heads.column("partition")))
     mat_id = heads.column("mat_id").take(take)
@@ -65,7 +62,6 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
         observed = source_versions.column("version").take(
             _scatter(layout, global_ids(layout, source_versions.column("source"), source_versions.column("partition"))))
         data_version = pc.if_else(recorded, data_version, observed)
-    aid = layout.node_of(np.arange(layout.size))
     return pa.table({
         "recorded": recorded,
         "failed": heads.column("failed").take(take).fill_null(False),
@@ -76,8 +72,6 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
         "format": heads.column("format").take(take),
         "materialized_at": heads.column("materialized_at").take(take),
         "present": present,
-        "cur_code": pa.array([code_versions.get(n) for n in layout.names], pa.string()).take(pa.array(aid)),
-        "cur_config": pa.array([config_hashes.get(n) for n in layout.names], pa.string()).take(pa.array(aid)),
     })
 
 
@@ -112,7 +106,8 @@ def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
     found[found] = rec_sorted[at[found]] == exp_key[found]
     matched = np.full(len(exp_key), -1, dtype=np.int64)
     matched[found] = order[at[found]]
-    extra = ~np.isin(rec_key, exp_key)
+    extra = np.ones(len(rec_key), dtype=bool)  # consumed pairs the graph no longer expects
+    extra[matched[found]] = False
     key = np.concatenate((exp_key, rec_key[extra]))
     source_row = np.concatenate((matched, np.flatnonzero(extra)))
     expected = np.concatenate((np.ones(len(exp_key), bool), np.zeros(int(extra.sum()), bool)))

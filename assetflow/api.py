@@ -14,6 +14,7 @@ from typing import Any
 
 from .clock import Clock, clock_from_env
 from .codeversion import code_version
+from .versioncache import cached_versions
 from .config import ConfigSource, bind_config, read_config
 from .context import routed_output
 from .definitions import AssetDef, Definitions
@@ -77,9 +78,16 @@ def _is_asset(obj: object) -> bool:
 
 
 def code_versions(graph: AssetGraph) -> dict[str, str]:
-    """Current code version of every buildable asset."""
-    return {a.name: a.code_version or code_version(a.fn, project_root=graph.defs.root, exclude=_is_asset)
-            for a in graph.assets()}
+    """Current code version of every buildable asset (``code_version=`` wins; the rest are hashed, or
+    read from the version cache when the project's code is unchanged since they were)."""
+    explicit = {a.name: a.code_version for a in graph.assets() if a.code_version}
+    hashed = [a.name for a in graph.assets() if not a.code_version]
+    root = graph.defs.root
+
+    def compute(names: list[str]) -> dict[str, str]:
+        return {n: code_version(graph.nodes[n].fn, project_root=root, exclude=_is_asset) for n in names}
+
+    return {**explicit, **(cached_versions(root, hashed, compute) if hashed else {})}
 
 
 def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSnapshot | None = None) -> tuple[Observed, dict[str, Any]]:

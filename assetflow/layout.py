@@ -93,6 +93,14 @@ class Layout:
             groups.setdefault(self.graph.nodes[name].partitions, []).append(i)
         return {d: np.array(ids, dtype=np.int64) for d, ids in groups.items()}
 
+    @cached_property
+    def group_of_node(self) -> np.ndarray:
+        """Per node index: the position of its group in :attr:`definition_groups`."""
+        group = np.empty(len(self.names), dtype=np.int64)
+        for g, ids in enumerate(self.definition_groups.values()):
+            group[ids] = g
+        return group
+
 
 _KEY_ARRAYS: dict[tuple[str, ...], pa.Array] = {}
 

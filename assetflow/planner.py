@@ -74,6 +74,9 @@ class PlanRequest:
     stale: bool = False
 
 
+_REASON_NAME: dict[int, str] = {int(r): str(r.name) for r in Reason}
+
+
 def external(partition: str) -> str | None:
     """Unpartitioned assets use ``""`` inside; users see ``None`` (JSON null)."""
     return partition or None
@@ -84,12 +87,13 @@ class Plan:
     to the executor (current versions, recorded inputs) so it can re-judge steps for early cutoff."""
 
     def __init__(self, layout: Layout, request: PlanRequest, aligned: pa.Table, pairs: pa.Table,
-                 reasons: np.ndarray, causes: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 versions: tuple[pa.Array, pa.Array], reasons: np.ndarray, causes: tuple[np.ndarray, np.ndarray, np.ndarray],
                  step_gids: np.ndarray, waiting: list[Waiting], up_to_date: int, stale_mask: np.ndarray) -> None:
         self.layout = layout
         self.request = request
         self.aligned = aligned
         self.pairs = pairs
+        self.versions = versions
         self.reasons = reasons
         self._causes = causes
         self.step_gids = step_gids
@@ -100,28 +104,31 @@ class Plan:
     @cached_property
     def steps(self) -> list[Step]:
         """The steps, built on first use (plans over many partitions are mostly consumed as arrays)."""
+        layout = self.layout
         target, upstream, code = self._causes
-        keep = np.isin(target, self.step_gids)
+        is_step = np.zeros(layout.size, dtype=bool)
+        is_step[self.step_gids] = True
+        keep = is_step[target]
         target, upstream, code = target[keep], upstream[keep], code[keep]
         order = np.lexsort((upstream, target))
         target, upstream, code = target[order], upstream[order], code[order]
-        bounds = np.searchsorted(target, np.concatenate((self.step_gids, [np.iinfo(np.int64).max])))
-        names_cache: dict[int, tuple[str, ...]] = {}
-        layout = self.layout
-        nodes = layout.node_of(self.step_gids)
+        bounds = np.searchsorted(target, self.step_gids).tolist() + [len(target)]
+        # Every cause object at once, then one slice per step: no per-step generator.
         up_nodes = layout.node_of(upstream)
+        causes = [
+            Cause(layout.names[node], external(layout.keys[layout.names[node]][local]), _REASON_NAME[reason])
+            for node, local, reason in zip(up_nodes.tolist(), (upstream - layout.offsets[up_nodes]).tolist(), code.tolist())
+        ]
+        nodes = layout.node_of(self.step_gids)
+        locals_ = (self.step_gids - layout.offsets[nodes]).tolist()
+        names_cache: dict[int, tuple[str, ...]] = {}
         steps = []
-        for i, (gid, node) in enumerate(zip(self.step_gids.tolist(), nodes.tolist())):
+        for i, (gid, node, local, mask) in enumerate(zip(self.step_gids.tolist(), nodes.tolist(), locals_,
+                                                          self.reasons[self.step_gids].tolist())):
             name = layout.names[node]
-            key = layout.keys[name][gid - int(layout.offsets[node])]
-            mask = int(self.reasons[gid])
             reasons = names_cache.get(mask) or names_cache.setdefault(mask, reason_names(mask))
-            causes = tuple(
-                Cause(layout.names[un], external(layout.keys[layout.names[un]][ug - int(layout.offsets[un])]), Reason(rc).name)
-                for ug, un, rc in zip(upstream[bounds[i]:bounds[i + 1]].tolist(), up_nodes[bounds[i]:bounds[i + 1]].tolist(),
-                                      code[bounds[i]:bounds[i + 1]].tolist())
-            )
-            steps.append(Step(name, external(key), reasons, causes, gid))
+            steps.append(Step(name, external(layout.keys[name][local]), reasons,
+                              tuple(causes[bounds[i]:bounds[i + 1]]), gid))
         return steps
 
     @property
@@ -144,7 +151,7 @@ class Plan:
         pairs = self.pairs.take(rows)
         ups = _np(pairs.column("up")).tolist()
         current = pa.array([version_of(u) if u >= 0 else None for u in ups], pa.string())
-        records, versions = _records(self.aligned.take(gids))
+        records, versions = _records(self.aligned.take(gids), self.versions, self.layout.node_of(gids))
         target = np.repeat(np.arange(len(gids)), hi - lo)
         return why_stale(records, versions, _input_pairs(self.layout, pairs, target, current)).reasons
 
@@ -157,7 +164,7 @@ def _np(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return column.to_numpy(zero_copy_only=False) if isinstance(column, pa.Array) else column.to_numpy()
 
 
-def _records(aligned: pa.Table) -> tuple[Records, Current]:
+def _records(aligned: pa.Table, versions: tuple[pa.Array, pa.Array], nodes: np.ndarray) -> tuple[Records, Current]:
     records = Records(
         recorded=_np(aligned.column("recorded")),
         failed=_np(aligned.column("failed")),
@@ -165,7 +172,13 @@ def _records(aligned: pa.Table) -> tuple[Records, Current]:
         code_version=aligned.column("code_version").combine_chunks(),
         config_hash=aligned.column("config_hash").combine_chunks(),
     )
-    return records, Current(aligned.column("cur_code").combine_chunks(), aligned.column("cur_config").combine_chunks())
+    return records, Current(versions[0], versions[1], nodes)
+
+
+def current_versions(layout: Layout, observed: Observed) -> tuple[pa.Array, pa.Array]:
+    """Code and config version of every node now, in layout order."""
+    return (pa.array([observed.code_versions.get(n) for n in layout.names], pa.string()),
+            pa.array([observed.config_hashes.get(n) for n in layout.names], pa.string()))
 
 
 def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_version: pa.Array) -> InputPairs:
@@ -181,12 +194,13 @@ def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_ve
     )
 
 
-def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table,
+          versions: tuple[pa.Array, pa.Array]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Run the rebuilder over every global id at once."""
     up = _np(pairs.column("up"))
     # A null index takes a null: recorded inputs whose upstream no longer exists have no current version.
     current = pc.take(aligned.column("data_version"), pa.array(up, pa.int64(), mask=up < 0)).combine_chunks()
-    records, versions = _records(aligned)
+    records, versions = _records(aligned, versions, layout.node_of(np.arange(layout.size)))
     verdict = why_stale(records, versions, _input_pairs(layout, pairs, _np(pairs.column("down")), current))
     return verdict.reasons, (verdict.cause_target, verdict.cause_upstream, verdict.cause_reason)
 
@@ -236,10 +250,10 @@ def _selected(layout: Layout, request: PlanRequest) -> np.ndarray:
 def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequest, layout: Layout | None = None) -> Plan:
     """Plan the work for ``request``: pure, deterministic, and set-at-a-time."""
     layout = layout or Layout(graph, now)
-    aligned = align_records(layout, observed.snapshot, observed.source_versions, observed.present_paths,
-                            observed.code_versions, observed.config_hashes)
+    aligned = align_records(layout, observed.snapshot, observed.source_versions, observed.present_paths)
     pairs = align_pairs(layout, observed.snapshot)
-    reasons, (ct, cu, cr) = judge(layout, aligned, pairs)
+    versions = current_versions(layout, observed)
+    reasons, (ct, cu, cr) = judge(layout, aligned, pairs, versions)
     source_gids = layout.is_source[layout.node_of(np.arange(layout.size))]
     reasons[source_gids] = 0
     absent = source_gids & ~_np(aligned.column("data_version").is_valid())
@@ -258,4 +272,5 @@ def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequ
         np.concatenate((cr, np.full(len(sd), BIT[Reason.upstream_stale], np.uint16))),
     )
     up_to_date = int((selected & ~stale & ~source_gids).sum())
-    return Plan(layout, request, aligned, pairs, reasons, causes, np.flatnonzero(step_mask), waiting, up_to_date, stale)
+    return Plan(layout, request, aligned, pairs, versions, reasons, causes, np.flatnonzero(step_mask), waiting,
+                up_to_date, stale)

@@ -9,7 +9,6 @@ the coordinating process alone writes lineage.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -27,23 +26,8 @@ from typing import Any
 from .context import routed_output
 from .definitions import Definitions
 from .errors import UsageError
+from .versioncache import project_fingerprint
 from .worker import AttemptResult, StepTask, run_attempt
-
-
-_SKIP_DIRS = frozenset({".venv", "venv", "env", "site-packages", "node_modules", "__pycache__", ".git", ".assetflow"})
-
-
-def project_fingerprint(root: Path) -> str:
-    """A cheap fingerprint of the project's Python files (paths, sizes, mtimes): long-lived workers
-    compare it to notice that the code they imported has been edited since."""
-    digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                stat = os.stat(os.path.join(folder, name))
-                digest.update(f"{folder}/{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)

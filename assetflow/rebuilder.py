@@ -57,10 +57,12 @@ class Records:
 
 @dataclass(frozen=True, slots=True)
 class Current:
-    """The definitions' versions now, aligned with :class:`Records`."""
+    """The definitions' versions now: one per asset, and for each target the asset it belongs to
+    (a version is per asset, so it is never repeated per partition)."""
 
     code_version: pa.Array
     config_hash: pa.Array
+    asset: np.ndarray  # per target: index into the two arrays above
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +103,24 @@ def _differs(recorded: pa.Array, current: pa.Array) -> np.ndarray:
     return ~_mask(pc.or_kleene(pc.fill_null(equal, False), both_null))
 
 
+def _differs_from_asset(recorded: pa.Array, per_asset: pa.Array, asset: np.ndarray) -> np.ndarray:
+    """Element-wise ``recorded IS DISTINCT FROM per_asset[asset]``, compared as dictionary codes: a
+    store holds few distinct code versions, so this is integer work however many partitions."""
+    encoded = pc.dictionary_encode(recorded)
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+    wanted = pc.index_in(per_asset, value_set=encoded.dictionary).fill_null(-2).to_numpy(zero_copy_only=False)
+    wanted = np.where(_mask(pc.is_null(per_asset)), -1, wanted)  # null now and null recorded: equal
+    return codes != wanted[asset]
+
+
 def why_stale(records: Records, current: Current, pairs: InputPairs) -> Verdict:
     """Why each target is stale, as a pure function of its record and the current versions."""
     reasons = np.zeros(len(records.recorded), dtype=np.uint16)
     recorded = records.recorded
     reasons[~recorded] |= BIT[Reason.missing]
     reasons[records.failed] |= BIT[Reason.failed]
-    reasons[recorded & _differs(records.code_version, current.code_version)] |= BIT[Reason.code_changed]
-    reasons[recorded & _differs(records.config_hash, current.config_hash)] |= BIT[Reason.config_changed]
+    reasons[recorded & _differs_from_asset(records.code_version, current.code_version, current.asset)] |= BIT[Reason.code_changed]
+    reasons[recorded & _differs_from_asset(records.config_hash, current.config_hash, current.asset)] |= BIT[Reason.config_changed]
     reasons[recorded & ~records.artifact_present] |= BIT[Reason.artifact_missing]
 
     # An input changed when a pair was consumed at another version, or when the set of pairs changed:

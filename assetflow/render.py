@@ -17,7 +17,7 @@ from rich.table import Table
 
 from .api import Project
 from .planner import Plan, external
-from .results import LineageResult, PlanResult, RunDetailModel, RunResult, RunSummaryModel, StatusResult
+from .results import LineageResult, RunDetailModel, RunResult, RunSummaryModel, StatusResult, plan_document
 
 # Off a terminal rich assumes 80 columns; tables of asset names and versions need more to stay legible.
 _console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -69,7 +69,7 @@ def listing(project: Project, as_json: bool) -> int:
 def plan(the_plan: Plan, as_json: bool) -> int:
     """``plan``: steps with reasons and causes, waiting partitions, summary."""
     if as_json:
-        _json(PlanResult.of(the_plan))
+        _json(plan_document(the_plan))
         return 0
     summary = the_plan.summary()
     if not summary["steps"] and not the_plan.waiting:

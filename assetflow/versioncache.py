@@ -1,0 +1,91 @@
+"""A persistent cache of code versions, so a CLI process does not re-parse a thousand asset functions
+that have not changed since the last command.
+
+A cache entry is valid for one exact state of the project: the key folds in every project Python
+file's path, size and modification time, the literal module-level constants of the imported project
+modules (an environment-driven ``THRESHOLD`` changes a version without changing a file), the Python
+minor version (``ast.dump`` differs between them) and assetflow's own version. Anything else
+recomputes. The cache lives in the user's cache folder, never in the project, and a cache that cannot
+be read or written is simply not used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+
+_SKIP_DIRS = frozenset({".venv", "venv", "env", "site-packages", "node_modules", "__pycache__", ".git", ".assetflow"})
+
+
+def project_fingerprint(root: Path) -> str:
+    """A cheap fingerprint of the project's Python files (paths, sizes, mtimes): long-lived workers
+    compare it to notice that the code they imported has been edited since."""
+    digest = hashlib.sha256()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(folder, name))
+                digest.update(f"{folder}/{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return digest.hexdigest()[:16]
+
+
+_FORMAT = "assetflow.versioncache/1"
+_LITERALS = (int, float, str, bytes, bool, type(None))
+
+
+def _cache_file(root: Path) -> Path:
+    base = os.environ.get("ASSETFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "assetflow")
+    return Path(base) / "code-versions" / (hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
+
+
+def _constants_digest(root: Path) -> str:
+    prefix = os.path.join(os.path.realpath(root), "")
+    digest = hashlib.sha256()
+    for name in sorted(sys.modules):
+        module = sys.modules[name]
+        file = getattr(module, "__file__", None)
+        if not file or not os.path.realpath(file).startswith(prefix):
+            continue
+        for key, value in sorted(vars(module).items()):
+            if type(value) in _LITERALS and not (key.startswith("__") and key.endswith("__")):
+                digest.update(f"{name}.{key}={value!r};".encode())
+    return digest.hexdigest()
+
+
+def state_key(root: Path) -> str:
+    """The key of the project's code as it is now."""
+    from . import __version__
+
+    parts = [_FORMAT, __version__, f"{sys.version_info[0]}.{sys.version_info[1]}", project_fingerprint(root),
+             _constants_digest(root)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def cached_versions(root: Path, names: list[str], compute: Callable[[list[str]], Mapping[str, str]]) -> dict[str, str]:
+    """Versions of ``names``: from the cache when the project is unchanged, else computed and stored."""
+    path = _cache_file(root)
+    key = state_key(root)
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            known = stored.get("versions", {})
+            if all(n in known for n in names):
+                return {n: known[n] for n in names}
+    except (OSError, ValueError, AttributeError):
+        pass
+    versions = dict(compute(names))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            json.dump({"key": key, "versions": versions}, handle)
+        os.replace(handle.name, path)
+    except OSError:
+        pass
+    return versions
