@@ -21,7 +21,6 @@ from .definitions import AssetDef, Definitions
 from .errors import Interrupted, PartitionError, SelectionError, UsageError
 from .executors import Executor, ThreadExecutor
 from .graph import AssetGraph
-from .layout import Layout
 from .lineage import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
@@ -263,8 +262,3 @@ def _partition_key(node: AssetDef, partition: str | None) -> str:
         raise PartitionError(f"asset '{node.name}' is partitioned: give a partition")
     node.partitions.validate_key(partition)
     return partition
-
-
-def layout_for(project: Project) -> Layout:
-    """The global index layout at the project's clock."""
-    return Layout(project.graph, project.now)

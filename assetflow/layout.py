@@ -45,11 +45,6 @@ class Layout:
         i = self.node_index[name]
         return int(self.offsets[i]), int(self.offsets[i + 1])
 
-    def gid(self, name: str, partition: str) -> int:
-        """Global id of one partition (``""`` for an unpartitioned asset)."""
-        first, _ = self.span(name)
-        return first + self.keys[name].index(partition)
-
     def node_of(self, gids: np.ndarray) -> np.ndarray:
         """Node index of each global id."""
         return np.searchsorted(self.offsets, gids, side="right") - 1

@@ -262,10 +262,10 @@ def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequ
     waiting_mask = selected & (blocked_by >= 0) & ~source_gids
     runnable = selected & ~waiting_mask
     step_mask = runnable & stale if request.stale else runnable
-    waiting = [
-        Waiting(*(lambda n, k: (n, external(k)))(*layout.locate(g)), layout.names[int(blocked_by[g])])
-        for g in np.flatnonzero(waiting_mask).tolist()
-    ]
+    waiting = []
+    for gid in np.flatnonzero(waiting_mask).tolist():
+        name, key = layout.locate(gid)
+        waiting.append(Waiting(name, external(key), layout.names[int(blocked_by[gid])]))
     causes = (
         np.concatenate((ct, sd)),
         np.concatenate((cu, su)),
