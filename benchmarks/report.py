@@ -127,7 +127,7 @@ def markdown(workloads: list[Workload], meta: dict[str, Any], command: str) -> s
     """A draft "## Performance" README section from the results."""
     lines = ["## Performance", "",
              f"Measured {meta['finished_at'][:10]} on {meta['machine']['nproc']} CPUs "
-             f"({_cpu_model(meta['machine']['lscpu'])}), {meta['machine']['memory'].split(':')[-1].strip()} RAM, "
+             f"({_cpu_model(meta['machine']['lscpu'])}), {_memory(meta['machine']['memory'])} RAM, "
              f"Python {meta['machine']['versions'].get('python')}; every figure is the median of "
              f"{meta['runs']} runs, each in a fresh process. Reproduce with:", "", "```sh", command, "```", "",
              "| workload | measurement | assetflow | per item | peak RSS | target | Dagster | Prefect |",
@@ -147,6 +147,12 @@ def markdown(workloads: list[Workload], meta: dict[str, Any], command: str) -> s
     for wl in workloads:
         lines.append(f"- **{wl.id}** {wl.title} — {wl.shape}. {wl.method}.")
     return "\n".join(lines) + "\n"
+
+
+def _memory(meminfo: str) -> str:
+    """``MemTotal:  24684096 kB`` → ``23.5 GiB``."""
+    parts = meminfo.split()
+    return f"{int(parts[1]) / 1024**2:.1f} GiB" if len(parts) >= 2 and parts[1].isdigit() else "unknown"
 
 
 def _cpu_model(lscpu: str) -> str:
