@@ -8,49 +8,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import json
 import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import assetflow as af
+from project_kit import cli_many, load_defs, write_project
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-_modules = itertools.count()
-
-
-def write_project(root: Path, pipeline: str) -> None:
-    (root / "pyproject.toml").write_text('[project]\nname = "demo"\n\n[tool.assetflow]\nmodule = "pipeline"\n')
-    (root / "pipeline.py").write_text(textwrap.dedent(pipeline))
-
-
-def load_defs(root: Path) -> af.Definitions:
-    name = f"_freshness_pipeline_{next(_modules)}"
-    spec = importlib.util.spec_from_file_location(name, root / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module.defs
-
-
-def cli_many(root: Path, *calls: tuple[str, list[str]]) -> list[subprocess.CompletedProcess[str]]:
-    """Run read-only CLI commands ``(ASSETFLOW_NOW, args)`` side by side; results in order."""
-    env = {k: v for k, v in os.environ.items() if k not in ("ASSETFLOW_STORE", "ASSETFLOW_DATA", "ASSETFLOW_NOW")}
-    procs = [subprocess.Popen([sys.executable, "-m", "assetflow.cli", "-f", "pipeline.py", *args], cwd=root,
-                              env={**env, "ASSETFLOW_NOW": now}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for now, args in calls]
-    results = []
-    for proc, (_, args) in zip(procs, calls):
-        out, err = proc.communicate(timeout=180)
-        results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
-    return results
 
 
 def freshness_of(done: subprocess.CompletedProcess[str], asset: str) -> dict:

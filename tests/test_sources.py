@@ -12,47 +12,16 @@ not build.
 
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 import assetflow as af
+from project_kit import cli, load_defs, steps, write_project
 
 # --- helpers ------------------------------------------------------------------------------------------
-
-_modules = itertools.count()
-
-
-def write_project(root: Path, pipeline: str) -> None:
-    (root / "pyproject.toml").write_text('[project]\nname = "demo"\n\n[tool.assetflow]\nmodule = "pipeline"\n')
-    (root / "pipeline.py").write_text(textwrap.dedent(pipeline))
-
-
-def load_defs(root: Path) -> af.Definitions:
-    name = f"_sources_pipeline_{next(_modules)}"
-    spec = importlib.util.spec_from_file_location(name, root / "pipeline.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module.defs
-
-
-def cli(root: Path, *args: str, now: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ASSETFLOW_STORE", "ASSETFLOW_DATA")}
-    env["ASSETFLOW_NOW"] = now
-    return subprocess.run([sys.executable, "-m", "assetflow.cli", "-f", "pipeline.py", *args],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=180)
-
-
-def steps(plan) -> list[tuple[str, str | None, tuple[str, ...]]]:
-    return [(s.asset, s.partition, tuple(s.reasons)) for s in plan.steps]
 
 
 PIPELINE = """
