@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ import pyarrow as pa
 from .errors import StoreError
 
 SCHEMA_VERSION = 2
+_IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
 
 _SCHEMA_V1 = """
@@ -185,7 +187,15 @@ class LineageStore:
 
     @contextmanager
     def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection, retried while another process holds the file."""
+        """A short-lived connection, retried while another process holds the file. Within a process,
+        connections are taken one at a time: DuckDB's instance cache is not safe when threads open and
+        close connections to one file concurrently (the background recorder and the caller would)."""
+        with _IN_PROCESS:
+            with self._connect(write=write) as con:
+                yield con
+
+    @contextmanager
+    def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.path.is_dir():
             raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
         if write:

@@ -121,3 +121,37 @@ def test_materialization_ids_continue_after_earlier_runs(tmp_path: Path) -> None
     assert store.begin_run("r1", "manual", {}, [], T0)[0] == 1
     store.write(_batch([_attempt(1, "b", "p", "materialized", "v1"), _attempt(2, "b", "q", "materialized", "v1")], []))
     assert store.begin_run("r2", "manual", {}, [], T0)[0] == 3
+
+
+def test_threads_of_one_process_can_write_and_read_one_store_concurrently(tmp_path: Path) -> None:
+    # The coordinator's background recorder writes while the caller may read: DuckDB alone would fail
+    # here with "already attached" / "python_arrow_scan does not exist".
+    import threading
+
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.begin_run("r1", "manual", {}, [], T0)
+    errors: list[BaseException] = []
+
+    def writer(first_id: int) -> None:
+        try:
+            for i in range(40):
+                store.write(_batch([_attempt(first_id + i, "b", f"p{first_id + i}", "materialized", "v")], []))
+        except BaseException as exc:  # collected and asserted in the test thread
+            errors.append(exc)
+
+    def reader() -> None:
+        try:
+            for _ in range(40):
+                LineageStore(store.path).snapshot()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(1,)), threading.Thread(target=writer, args=(1000,)),
+               threading.Thread(target=reader)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert store.snapshot().heads.num_rows == 80
