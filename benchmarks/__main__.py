@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.measure import REPO, WORK
+from benchmarks.measure import REPO, WORK, work_lock
 from benchmarks.model import Measurement
 from benchmarks.workloads import WORKLOADS, Context, Workload
 
@@ -47,8 +47,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected workloads and report."""
+    """Run the selected workloads and report (holding the scratch folder's lock throughout)."""
     args = parse_args(argv)
+    with work_lock(args.work.resolve(), lambda text: print(text, file=sys.stderr, flush=True)):
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the selected workloads and report."""
     from benchmarks import report
 
     wanted = [w.strip().upper() for w in args.only.split(",")] if args.only else list(WORKLOADS)

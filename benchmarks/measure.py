@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,25 @@ class Sample:
             return f"timed out after {self.wall_s:.0f} s"
         tail = (self.stderr.strip().splitlines() or self.stdout.strip().splitlines() or ["no output"])[-1]
         return f"exit {self.returncode}: {tail[:300]}"
+
+
+@contextmanager
+def work_lock(work: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold ``work/.lock`` for a whole run: two runs sharing one scratch folder would delete each other's
+    stores. A second run waits (and says so); use ``--work DIR`` to run side by side."""
+    import fcntl
+
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another benchmark run is using {work}; waiting for it (or pass --work DIR) …")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def child_env(extra: Mapping[str, str] | None = None, *, pythonpath: bool = False) -> dict[str, str]:

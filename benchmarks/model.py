@@ -105,6 +105,14 @@ class Measurement:
             return None
         return all(verdicts)
 
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> Measurement:
+        """A measurement read back from results.json (without its peer figures)."""
+        names = {f for f in Measurement.__dataclass_fields__ if f not in ("targets", "peers")}
+        m = Measurement(**{k: v for k, v in data.items() if k in names})
+        m.targets = [Target(t["kind"], t["value"], t["text"], t.get("reference_s")) for t in data.get("targets", [])]
+        return m
+
     def to_json(self) -> dict[str, Any]:
         """The JSON form written to results.json."""
         data = asdict(self)

@@ -123,7 +123,7 @@ def _inputs(mat_ids: np.ndarray, down: np.ndarray, up: np.ndarray, n_parts: int,
     hi = np.searchsorted(down, asset_of, "right")
     counts = hi - lo
     owner = np.repeat(np.arange(len(rows)), counts)
-    edge = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())]) if len(rows) else np.zeros(0, np.int64)
+    edge = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]) if len(rows) else np.zeros(0, np.int64)
     up_gid = up[edge] * n_parts + part_of[owner]
     return pa.table({
         "mat_id": pa.array(mat_ids[owner], pa.int64()), "up_asset": _take(names, up[edge]),
@@ -174,7 +174,7 @@ def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0,
     code_col = _take([codes[n] for n in names], asset_of)
     down, up = _edge_arrays(shape)
     rng = np.random.default_rng(seed)
-    base = dt.datetime(2024, 12, 31, tzinfo=dt.timezone.utc)
+    base = dt.datetime(2024, 12, 31, tzinfo=dt.UTC)
 
     if store.exists():
         store.unlink()

@@ -104,9 +104,36 @@ def _cli(project: Path, *args: str, store: Path, data: Path) -> list[str]:
 
 
 def _reset(folder: Path) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """State set up before every run, outside the timed part: an emptied folder, optionally holding a
+    fresh copy of a store. Declarative, so it is recorded in results.json and a later profiling run
+    (``python -m benchmarks.profiling``) can repeat it."""
+
+    reset: Path
+    copy_from: Path | None = None
+    copy_to: Path | None = None
+
+    def __call__(self) -> None:
+        """Set the state up."""
+        _reset(self.reset)
+        if self.copy_from is not None and self.copy_to is not None:
+            shutil.copyfile(self.copy_from, self.copy_to)
+
+    def to_json(self) -> dict[str, str | None]:
+        """The JSON form stored in a measurement's ``extra["prepare"]``."""
+        return {"reset": str(self.reset), "copy_from": self.copy_from and str(self.copy_from),
+                "copy_to": self.copy_to and str(self.copy_to)}
+
+    @staticmethod
+    def from_json(data: dict[str, str | None]) -> Prepare:
+        """Inverse of :meth:`to_json`."""
+        return Prepare(Path(data["reset"] or "."), data.get("copy_from") and Path(data["copy_from"]),
+                       data.get("copy_to") and Path(data["copy_to"]))
 
 
 def _check_materialize(expected: int, counts_key: str = "materialized") -> Callable[[Sample], str | None]:
@@ -145,7 +172,7 @@ class Job:
     m: Measurement
     cmd: list[str]
     cwd: Path
-    prepare: Callable[[], None] | None = None
+    prepare: Prepare | None = None
     check: Callable[[Sample], str | None] | None = None
 
 
@@ -172,6 +199,8 @@ def measure_group(ctx: Context, jobs: list[Job], *, warmup: bool = True) -> list
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(f"{j.m.workload}.{j.m.key}", p) for p in QUICK_KEEP)]
     for job in jobs:
         job.m.command, job.m.cwd = job.cmd, str(job.cwd)
+        if job.prepare is not None:
+            job.m.extra["prepare"] = job.prepare.to_json()
         ctx.jobs[f"{job.m.workload}.{job.m.key}"] = job
     for i in range(rounds):
         for job in jobs:
@@ -200,7 +229,7 @@ def measure_group(ctx: Context, jobs: list[Job], *, warmup: bool = True) -> list
 
 def _both(ctx: Context, workload: str, key: str, label: str, items: int, unit: str, rate_unit: str,
           cli_cmd: list[str], spec: dict[str, Any], cwd: Path, *, cli_targets: list[Target],
-          inproc_targets: list[Target], prepare: Callable[[], None] | None = None,
+          inproc_targets: list[Target], prepare: Prepare | None = None,
           cli_check: Callable[[Sample], str | None] | None = None,
           inproc_check: Callable[[Sample], str | None] | None = None) -> list[Job]:
     """Jobs measuring the same work as a whole CLI process and as an in-process API call."""
@@ -227,7 +256,7 @@ def w1(ctx: Context) -> Workload:
             ctx, "W1", key, shape.describe(), shape.items, "materializations", "mat/s",
             _cli(project, "materialize", store=store, data=data),
             {"op": "materialize", "project": str(project), "store": str(store), "data": str(data)}, project.parent,
-            cli_targets=target, inproc_targets=target, prepare=lambda d=run_dir: _reset(d),
+            cli_targets=target, inproc_targets=target, prepare=Prepare(run_dir),
             cli_check=_check_materialize(shape.items), inproc_check=_check_materialize(shape.items)))
     return wl
 
@@ -253,7 +282,7 @@ def w2(ctx: Context) -> Workload:
             "partitions", "partitions/s",
             _cli(project, "materialize", "--partitions", rng, store=store, data=data),
             {"op": "materialize", "project": str(project), "store": str(store), "data": str(data), "partitions": rng},
-            project.parent, cli_targets=[], inproc_targets=target, prepare=lambda d=run_dir: _reset(d),
+            project.parent, cli_targets=[], inproc_targets=target, prepare=Prepare(run_dir),
             cli_check=_check_materialize(n), inproc_check=_check_materialize(n)))
     return wl
 
@@ -330,10 +359,7 @@ def w4(ctx: Context) -> Workload:
     run_dir = project.parent / "w4"
     store, data = run_dir / "lineage.duckdb", run_dir / "data"
 
-    def prepare() -> None:
-        _reset(run_dir)
-        shutil.copyfile(pop.store, store)
-
+    prepare = Prepare(run_dir, pop.store, store)
     m = Measurement("W4", "cli", shape.describe(), "cli", shape.items, "asset-partitions", "asset-partitions/s",
                     [] if ctx.quick else [Target("max_s", 2.0, "< 2 s whole process")])
     wl.measurements += measure_group(ctx, [Job(m, _cli(project, "materialize", "--stale", store=store, data=data),
