@@ -116,7 +116,7 @@ class Progress:
         if self._bar is None:
             return
         now = time.monotonic()
-        if done == total or now - self._last > 0.05:
+        if done in (0, total) or now - self._last > 0.05:
             self._last = now
             self._bar.update(self._task, completed=done, total=total)
 

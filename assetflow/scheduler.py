@@ -158,6 +158,8 @@ class Coordinator:
         self.done_steps = 0
         self._last_flush = time.monotonic()
         self.recorder = Recorder(self.store, self.values)
+        if self.progress is not None:
+            self.progress(0, len(self.plan.step_gids))  # the total is known before the first step ends
         self.executor.start(self.max_concurrency)
         self._interrupted = False
         previous = None
