@@ -105,8 +105,10 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.enabled:
+            # Bound to the terminal now: during the run sys.stdout routes each step's prints to its logs.
+            terminal = Console(file=sys.stdout, force_terminal=True)
             self._bar = RichProgress(TextColumn("materializing"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=False))
+                                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=terminal)
             self._bar.__enter__()
             self._task = self._bar.add_task("steps", total=None)
         return self
