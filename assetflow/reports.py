@@ -4,7 +4,7 @@ and ``gc``. None of them take the run lock except ``gc``, which deletes values."
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import numpy as np
