@@ -87,7 +87,7 @@ def make_table(size_bytes: int) -> Any:
     rng = np.random.default_rng(0)
     batches = []
     chunks = 8
-    for c in range(chunks):
+    for _ in range(chunks):
         n = rows // chunks
         ints = rng.integers(0, 2**62, size=n, dtype=np.int64)
         columns = {f"i{k}": pa.array(np.roll(ints, k)) for k in range(4)}
