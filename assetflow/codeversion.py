@@ -382,14 +382,40 @@ def _uncached_source_file(obj: object) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def real_path(file: str) -> str:
+    """``os.path.realpath(file)``, resolving each folder once per process: the ~800 modules a project
+    loads share ~100 folders, and resolving every path component by component costs ~0.1 s a command."""
+    if os.path.islink(file):
+        return os.path.realpath(file)
+    folder, name = os.path.split(os.path.abspath(file))
+    return os.path.join(_real_folder(folder), name)
+
+
+def project_modules(root: str | os.PathLike[str]) -> list[tuple[str, types.ModuleType]]:
+    """The loaded modules (sorted by name) whose files are the project's own code under ``root``."""
+    real_root = os.path.realpath(root)
+    found = []
+    for name, module in sorted(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if file and _is_project_file(file, real_root):
+            found.append((name, module))
+    return found
+
+
 @functools.lru_cache(maxsize=8192)
 def _is_project_file(file: str, root: str) -> bool:
     """True if ``file`` is under ``root`` and is not installed code (site-packages, a virtualenv
     folder inside the project, or the interpreter's own prefix)."""
-    path = Path(os.path.realpath(file))
+    real = real_path(file)
+    if not real.startswith(os.path.join(root, "")):
+        return False  # the common case, decided without building paths
+    path = Path(real)
     root_path = Path(root)
-    if not path.is_relative_to(root_path):
-        return False
     if _INSTALLED_DIR_NAMES.intersection(path.parts):
         return False
     if _VIRTUALENV_DIR_NAMES.intersection(path.relative_to(root_path).parts[:-1]):

@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .codeversion import project_modules
 from .context import routed_output
 from .definitions import Definitions
 from .errors import UsageError
@@ -52,10 +53,8 @@ class Locator:
     def forget_project_modules(self) -> None:
         """Drop the project's modules from ``sys.modules`` so the next load imports the code as it is now
         (for long-lived workers that already imported an older version)."""
-        root = os.path.join(os.path.realpath(self.root), "")
-        for name, module in list(sys.modules.items()):
-            file = getattr(module, "__file__", None)
-            if file and os.path.realpath(file).startswith(root) and not name.startswith("assetflow"):
+        for name, _module in project_modules(self.root):
+            if not name.startswith("assetflow"):
                 del sys.modules[name]
 
     def load(self) -> Definitions:

@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .codeversion import project_modules
+
 
 _SKIP_DIRS = frozenset({".venv", "venv", "env", "site-packages", "node_modules", "__pycache__", ".git", ".assetflow"})
 
@@ -46,13 +48,8 @@ def _cache_file(root: Path) -> Path:
 
 
 def _constants_digest(root: Path) -> str:
-    prefix = os.path.join(os.path.realpath(root), "")
     digest = hashlib.sha256()
-    for name in sorted(sys.modules):
-        module = sys.modules[name]
-        file = getattr(module, "__file__", None)
-        if not file or not os.path.realpath(file).startswith(prefix):
-            continue
+    for name, module in project_modules(root):
         for key, value in sorted(vars(module).items()):
             if type(value) in _LITERALS and not (key.startswith("__") and key.endswith("__")):
                 digest.update(f"{name}.{key}={value!r};".encode())
