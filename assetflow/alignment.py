@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import bools, fill_null, numbers, strings, to_numpy
 from .layout import Layout, key_array
 from .lineage import StoreSnapshot
 
@@ -24,14 +25,14 @@ def global_ids(layout: Layout, assets: pa.Array | pa.ChunkedArray, partitions: p
     gid = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return gid
-    aid = pc.index_in(assets, value_set=layout.names_array).fill_null(-1).to_numpy()
+    aid = to_numpy(fill_null(pc.index_in(assets, value_set=layout.names_array), -1))
     group_of_row = np.where(aid >= 0, layout.group_of_node[np.maximum(aid, 0)], -1)
     for group, definition_aids in enumerate(layout.definition_groups.values()):
         rows = np.flatnonzero(group_of_row == group)
         if not len(rows):
             continue
         keys = key_array(layout.keys[layout.names[definition_aids[0]]])
-        local = pc.index_in(partitions.take(pa.array(rows)), value_set=keys).fill_null(-1).to_numpy()
+        local = to_numpy(fill_null(pc.index_in(partitions.take(numbers(rows)), value_set=keys), -1))
         hit = local >= 0
         gid[rows[hit]] = layout.offsets[aid[rows[hit]]] + local[hit]
     return gid
@@ -42,7 +43,7 @@ def _scatter(layout: Layout, gid: np.ndarray) -> pa.Array:
     position = np.full(layout.size, -1, dtype=np.int64)
     keep = gid >= 0
     position[gid[keep]] = np.flatnonzero(keep)
-    return pa.array(position, mask=position < 0)
+    return numbers(position, mask=position < 0)
 
 
 def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.Table | None,
@@ -55,8 +56,8 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
     recorded = pc.is_valid(mat_id)
     path = heads.column("path").take(take)
     # A recorded value of None has no path and nothing to lose; any other path must still be stored.
-    stored = pc.is_in(path, value_set=pa.array(list(present_paths), pa.string()))
-    present = pc.or_kleene(pc.is_null(path), stored).fill_null(False)
+    stored = pc.is_in(path, value_set=strings(list(present_paths)))
+    present = fill_null(pc.or_kleene(pc.is_null(path), stored), False)
     data_version = pc.if_else(recorded, heads.column("data_version").take(take), pa.nulls(layout.size, pa.string()))
     if source_versions is not None and source_versions.num_rows:
         observed = source_versions.column("version").take(
@@ -64,7 +65,7 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
         data_version = pc.if_else(recorded, data_version, observed)
     return pa.table({
         "recorded": recorded,
-        "failed": heads.column("failed").take(take).fill_null(False),
+        "failed": fill_null(heads.column("failed").take(take), False),
         "code_version": heads.column("code_version").take(take),
         "config_hash": heads.column("config_hash").take(take),
         "data_version": data_version,
@@ -93,7 +94,7 @@ def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
     rec_up = global_ids(layout, inputs.column("up_asset"), inputs.column("up_partition"))
     keep = rec_down >= 0
     rec_down, rec_up = rec_down[keep], rec_up[keep]
-    rec_version = inputs.column("data_version").take(pa.array(np.flatnonzero(keep)))
+    rec_version = inputs.column("data_version").take(numbers(np.flatnonzero(keep)))
     exp_down, exp_up = expected_pairs(layout)
     # One int64 per pair, ordered like (down, up); up = -1 sorts first within its down.
     width = layout.size + 1
@@ -114,8 +115,8 @@ def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
     final = np.argsort(key, kind="stable")
     key, source_row, expected = key[final], source_row[final], expected[final]
     return pa.table({
-        "down": key // width,
-        "up": key % width - 1,
-        "expected": expected,
-        "recorded_version": rec_version.take(pa.array(source_row, mask=source_row < 0)),
+        "down": numbers(key // width),
+        "up": numbers(key % width - 1),
+        "expected": bools(expected),
+        "recorded_version": rec_version.take(numbers(source_row, mask=source_row < 0)),
     })

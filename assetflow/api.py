@@ -174,40 +174,49 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     lock = project.state.lock(run_id, wait=wait)
     try:
         store = project.state.writer()
-        # Under the lock, the run is recorded and the store read in one go: another run may have
-        # finished while we waited for it.
-        mat_id_base, snapshot = store.begin_run(run_id, kind, run_tags, list(request.select), project.clock.now())
-        observed, instances = observe(project, config, snapshot=snapshot)
-        the_plan = make_plan(project.graph, observed, project.now, request)
-        if on_plan is not None:
-            on_plan(the_plan)
-        if observed.source_versions is not None and observed.source_versions.num_rows:
-            store.record_observations(_stamped(observed.source_versions, project.now))
-        coordinator = Coordinator(
-            plan=the_plan, executor=pool, values=project.values, store=store, run_id=run_id,
-            clock=project.clock, max_concurrency=max_concurrency or os.cpu_count() or 1, pools=defs.pools,
-            stale=stale, config=instances, code_versions=observed.code_versions,
-            config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
-        )
-        interrupted = False
-        try:
-            with routed_output():  # each step's print()/stderr goes to its own record, not the terminal
-                reports = coordinator.run()
-        except Interrupted:
-            interrupted = True
-            reports = list(coordinator.reports.values())
-        counts = _counts(reports)
-        status = "cancelled" if interrupted else (
-            "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed")
-        # The last batch and the run's end commit together.
-        store.write(coordinator.final_batch(), finish=RunEnd(run_id, status, counts, project.clock.now(),
-                                                              "interrupted by SIGINT" if interrupted else None))
-        _sync(project, store)
-        if interrupted:
-            raise Interrupted("interrupted: the run was recorded as cancelled")
+        with store.held():
+            return _run(project, store, pool, request, config, run_id=run_id, kind=kind, tags=run_tags,
+                        stale=stale, max_concurrency=max_concurrency, progress=progress, on_plan=on_plan)
     finally:
         lock.release()
-    return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=run_tags,
+
+
+def _run(project: Project, store: LineageStore, pool: Executor, request: PlanRequest, config: ConfigSource, *,
+         run_id: str, kind: str, tags: dict[str, str], stale: bool, max_concurrency: int | None,
+         progress: Callable[[int, int], None] | None, on_plan: Callable[[Plan], None] | None) -> RunResult:
+    """Record, plan, execute and record the end of one run (under the run lock)."""
+    # Under the lock, the run is recorded and the store read in one go: another run may have
+    # finished while we waited for it.
+    mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now())
+    observed, instances = observe(project, config, snapshot=snapshot)
+    the_plan = make_plan(project.graph, observed, project.now, request)
+    if on_plan is not None:
+        on_plan(the_plan)
+    if observed.source_versions is not None and observed.source_versions.num_rows:
+        store.record_observations(_stamped(observed.source_versions, project.now))
+    coordinator = Coordinator(
+        plan=the_plan, executor=pool, values=project.values, store=store, run_id=run_id,
+        clock=project.clock, max_concurrency=max_concurrency or os.cpu_count() or 1, pools=project.defs.pools,
+        stale=stale, config=instances, code_versions=observed.code_versions,
+        config_hashes=observed.config_hashes, mat_id_base=mat_id_base, progress=progress,
+    )
+    interrupted = False
+    try:
+        with routed_output():  # each step's print()/stderr goes to its own record, not the terminal
+            reports = coordinator.run()
+    except Interrupted:
+        interrupted = True
+        reports = list(coordinator.reports.values())
+    counts = _counts(reports)
+    status = "cancelled" if interrupted else (
+        "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed")
+    # The last batch and the run's end commit together.
+    store.write(coordinator.final_batch(), finish=RunEnd(run_id, status, counts, project.clock.now(),
+                                                          "interrupted by SIGINT" if interrupted else None))
+    _sync(project, store)
+    if interrupted:
+        raise Interrupted("interrupted: the run was recorded as cancelled")
+    return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=tags,
                      checks=coordinator.check_results,
                      # Built from the coordinator's own records: no need to validate 100k of them again.
                      steps=[StepResultModel.model_construct(
@@ -225,7 +234,9 @@ def _sync(project: Project, store: LineageStore) -> None:
 def _stamped(observations, now: datetime):
     import pyarrow as pa
 
-    return observations.append_column("observed_at", pa.array([now] * observations.num_rows, pa.timestamp("us", tz="UTC")))
+    from .arrays import timestamps
+
+    return observations.append_column("observed_at", timestamps([now] * observations.num_rows, pa.timestamp("us", tz="UTC")))
 
 
 def _counts(reports) -> dict[str, int]:

@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 import pyarrow as pa
 
+from .arrays import strings
 from .graph import AssetGraph, Edge
 from .mappings import EdgePairs, edge_pairs, keys_of
 
@@ -78,7 +79,7 @@ class Layout:
     @cached_property
     def names_array(self) -> pa.Array:
         """Node names as Arrow, in layout order (for vectorized name lookups)."""
-        return pa.array(self.names, pa.string())
+        return strings(self.names)
 
     @cached_property
     def definition_groups(self) -> dict[object, np.ndarray]:
@@ -106,5 +107,5 @@ def key_array(keys: tuple[str, ...]) -> pa.Array:
     if array is None:
         if len(_KEY_ARRAYS) > 256:
             _KEY_ARRAYS.clear()
-        array = _KEY_ARRAYS[keys] = pa.array(keys, type=pa.string())
+        array = _KEY_ARRAYS[keys] = strings(keys)
     return array

@@ -29,11 +29,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .arrays import empty
 from .errors import StoreError
 
 SCHEMA_VERSION = 2
 _IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
+HOLD_S = 1.0
+"""How long a run may keep the store file open between its connections (see :meth:`LineageStore.held`)."""
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -103,20 +106,14 @@ class StoreSnapshot:
     @staticmethod
     def empty() -> StoreSnapshot:
         """The snapshot of a store that does not exist yet."""
-        heads = pa.table({
-            "asset": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
-            "mat_id": pa.array([], pa.int64()), "code_version": pa.array([], pa.string()),
-            "config_hash": pa.array([], pa.string()), "data_version": pa.array([], pa.string()),
-            "path": pa.array([], pa.string()), "format": pa.array([], pa.string()),
-            "materialized_at": pa.array([], pa.timestamp("us", tz="UTC")), "run_id": pa.array([], pa.string()),
-            "failed": pa.array([], pa.bool_()),
-        })
-        inputs = pa.table({
-            "asset": pa.array([], pa.string()), "partition": pa.array([], pa.string()),
-            "up_asset": pa.array([], pa.string()), "up_partition": pa.array([], pa.string()),
-            "data_version": pa.array([], pa.string()),
-        })
-        return StoreSnapshot(heads, inputs, OBSERVATION_SCHEMA.empty_table())
+        heads = empty(pa.schema([
+            ("asset", pa.string()), ("partition", pa.string()), ("mat_id", pa.int64()),
+            ("code_version", pa.string()), ("config_hash", pa.string()), ("data_version", pa.string()),
+            ("path", pa.string()), ("format", pa.string()), ("materialized_at", pa.timestamp("us", tz="UTC")),
+            ("run_id", pa.string()), ("failed", pa.bool_()),
+        ]))
+        inputs = empty(pa.schema([(name, pa.string()) for name in ("asset", "partition", "up_asset", "up_partition", "data_version")]))
+        return StoreSnapshot(heads, inputs, empty(OBSERVATION_SCHEMA))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +177,10 @@ class LineageStore:
         # Called after every committed write with the file closed (remote state uploads a checkpoint).
         self.on_commit = on_commit
         self._schema_ready = False
+        # While a short run holds the store (see :meth:`held`), one open database serves all of its
+        # connections: opening a DuckDB file costs ~25 ms here, and a small run needs two of them.
+        self._anchor: duckdb.DuckDBPyConnection | None = None
+        self._holding = False
 
     def exists(self) -> bool:
         """Whether the store file has been created."""
@@ -218,7 +219,44 @@ class LineageStore:
         if write and self.on_commit is not None:
             self.on_commit(self)
 
+    @contextmanager
+    def held(self, linger_s: float = HOLD_S) -> Iterator[None]:
+        """Keep the database open between this process's connections, for at most ``linger_s``.
+
+        A run's first write connection stays open so that the run's later connections reuse it (a
+        run shorter than ``linger_s`` opens the file once instead of twice). After ``linger_s`` it is
+        closed, so readers in other processes (``status`` during a long run) wait at most that long.
+        Not for stores that upload after every commit: they need the file closed.
+        """
+        if self.on_commit is not None:
+            yield
+            return
+        timer = threading.Timer(linger_s, self._drop_anchor)
+        timer.daemon = True
+        self._holding = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            self._drop_anchor()
+
+    def _drop_anchor(self) -> None:
+        with _IN_PROCESS:
+            self._holding = False
+            anchor, self._anchor = self._anchor, None
+            if anchor is not None:
+                anchor.close()
+
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self._anchor is not None:
+            return self._anchor.cursor()  # a connection to the open database: no file open
+        if self._holding and not read_only:
+            self._anchor = self._open_file(read_only=False)
+            return self._anchor.cursor()
+        return self._open_file(read_only=read_only)
+
+    def _open_file(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_wait_s
         pause = 0.005
         while True:

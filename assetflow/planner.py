@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import numbers, strings, to_numpy
 from .graph import AssetGraph
 from .layout import Layout
 from .alignment import align_pairs, align_records
@@ -150,7 +151,7 @@ class Plan:
         rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())]) if len(gids) else np.zeros(0, np.int64)
         pairs = self.pairs.take(rows)
         ups = _np(pairs.column("up")).tolist()
-        current = pa.array([version_of(u) if u >= 0 else None for u in ups], pa.string())
+        current = strings([version_of(u) if u >= 0 else None for u in ups])
         records, versions = _records(self.aligned.take(gids), self.versions, self.layout.node_of(gids))
         target = np.repeat(np.arange(len(gids)), hi - lo)
         return why_stale(records, versions, _input_pairs(self.layout, pairs, target, current)).reasons
@@ -161,7 +162,7 @@ class Plan:
 
 
 def _np(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return column.to_numpy(zero_copy_only=False) if isinstance(column, pa.Array) else column.to_numpy()
+    return to_numpy(column)
 
 
 def _records(aligned: pa.Table, versions: tuple[pa.Array, pa.Array], nodes: np.ndarray) -> tuple[Records, Current]:
@@ -177,8 +178,8 @@ def _records(aligned: pa.Table, versions: tuple[pa.Array, pa.Array], nodes: np.n
 
 def current_versions(layout: Layout, observed: Observed) -> tuple[pa.Array, pa.Array]:
     """Code and config version of every node now, in layout order."""
-    return (pa.array([observed.code_versions.get(n) for n in layout.names], pa.string()),
-            pa.array([observed.config_hashes.get(n) for n in layout.names], pa.string()))
+    return (strings([observed.code_versions.get(n) for n in layout.names]),
+            strings([observed.config_hashes.get(n) for n in layout.names]))
 
 
 def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_version: pa.Array) -> InputPairs:
@@ -199,7 +200,7 @@ def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table,
     """Run the rebuilder over every global id at once."""
     up = _np(pairs.column("up"))
     # A null index takes a null: recorded inputs whose upstream no longer exists have no current version.
-    current = pc.take(aligned.column("data_version"), pa.array(up, pa.int64(), mask=up < 0)).combine_chunks()
+    current = pc.take(aligned.column("data_version"), numbers(up, mask=up < 0)).combine_chunks()
     records, versions = _records(aligned, versions, layout.node_of(np.arange(layout.size)))
     verdict = why_stale(records, versions, _input_pairs(layout, pairs, _np(pairs.column("down")), current))
     return verdict.reasons, (verdict.cause_target, verdict.cause_upstream, verdict.cause_reason)

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import fill_null, to_numpy
+
 
 class Reason(IntFlag):
     """Why an (asset, partition) is stale. The names are the contract's stable strings."""
@@ -93,22 +95,22 @@ class Verdict:
 
 
 def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=bool)
+    return np.asarray(to_numpy(array), dtype=bool)
 
 
 def _differs(recorded: pa.Array, current: pa.Array) -> np.ndarray:
     """Element-wise ``recorded IS DISTINCT FROM current``."""
     equal = pc.equal(recorded, current)
     both_null = pc.and_(pc.is_null(recorded), pc.is_null(current))
-    return ~_mask(pc.or_kleene(pc.fill_null(equal, False), both_null))
+    return ~_mask(pc.or_kleene(fill_null(equal, False), both_null))
 
 
 def _differs_from_asset(recorded: pa.Array, per_asset: pa.Array, asset: np.ndarray) -> np.ndarray:
     """Element-wise ``recorded IS DISTINCT FROM per_asset[asset]``, compared as dictionary codes: a
     store holds few distinct code versions, so this is integer work however many partitions."""
     encoded = pc.dictionary_encode(recorded)
-    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    wanted = pc.index_in(per_asset, value_set=encoded.dictionary).fill_null(-2).to_numpy(zero_copy_only=False)
+    codes = to_numpy(fill_null(encoded.indices, -1))
+    wanted = to_numpy(fill_null(pc.index_in(per_asset, value_set=encoded.dictionary), -2))
     wanted = np.where(_mask(pc.is_null(per_asset)), -1, wanted)  # null now and null recorded: equal
     return codes != wanted[asset]
 

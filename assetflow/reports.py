@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from .api import build_request, observe, open_project
+from .arrays import latest_per_span
 from .config import ConfigSource
 from .definitions import AssetDef, Definitions
 from .errors import SelectionError, UsageError
@@ -30,7 +31,8 @@ from .results import (
 )
 
 
-def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, materialized_at: list[datetime | None], layout_keys: tuple[str, ...]) -> FreshnessModel:
+def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, last_materialized: datetime | None,
+               layout_keys: tuple[str, ...]) -> FreshnessModel:
     """Time-partitioned: lag since the end of the newest up-to-date partition. Otherwise: lag since the
     last successful materialization."""
     reference: datetime | None = None
@@ -40,8 +42,7 @@ def _freshness(asset: AssetDef, now: datetime, up_to_date: np.ndarray, materiali
             _, end = asset.partitions.window(layout_keys[int(fresh[-1])])
             reference = end
     else:
-        stamps = [t for t in materialized_at if t is not None]
-        reference = max(stamps) if stamps else None
+        reference = last_materialized
     lag = None if reference is None else max(0.0, (now - reference).total_seconds())
     overdue = asset.freshness is not None and (lag is None or lag > asset.freshness)
     return FreshnessModel(max_lag_s=asset.freshness, lag_s=lag, overdue=overdue)
@@ -56,7 +57,7 @@ def status(defs: Definitions, select: Sequence[str] | str | None = None, *, stor
     observed, _ = observe(project, config)
     the_plan = make_plan(project.graph, observed, project.now, request)
     layout, aligned = the_plan.layout, the_plan.aligned
-    stamps = aligned.column("materialized_at").to_pylist()
+    stamps = latest_per_span(aligned.column("materialized_at"), layout.offsets)
     blocked = {(w.asset, w.partition) for w in the_plan.waiting}
     checks = _check_summary(project.store.last_checks(), project.graph)
     assets = []
@@ -68,14 +69,13 @@ def status(defs: Definitions, select: Sequence[str] | str | None = None, *, stor
         stale = the_plan.stale_mask[lo:hi]
         failed = (reasons & Reason.failed) != 0
         missing = ((reasons & Reason.missing) != 0) & ~failed
-        times = stamps[lo:hi]
-        known = [t for t in times if t is not None]
+        last = stamps[layout.node_index[node.name]]
         assets.append(AssetStatusModel(
             asset=node.name, group=node.group, partitions=hi - lo, up_to_date=int((~stale).sum()),
             stale=int((stale & ~failed & ~missing).sum()), missing=int(missing.sum()), failed=int(failed.sum()),
             waiting=sum(1 for key in layout.keys[node.name] if (node.name, external(key)) in blocked),
-            last_materialized_at=max(known) if known else None,
-            freshness=_freshness(node, project.now, ~stale, times, layout.keys[node.name]),
+            last_materialized_at=last,
+            freshness=_freshness(node, project.now, ~stale, last, layout.keys[node.name]),
             checks=checks.get(node.name, []),
         ))
     running = [r for r in project.store.runs() if r["status"] == "running"]

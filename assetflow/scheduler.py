@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from . import arrays
 from .clock import Clock
 from .definitions import AssetDef, SourceDef
 from .errors import Interrupted
@@ -80,9 +80,9 @@ class _Buffer:
 
     def take(self) -> Batch:
         batch = Batch(
-            pa.Table.from_pylist(self.attempts, ATTEMPT_SCHEMA),
-            pa.Table.from_pylist(self.inputs, INPUT_SCHEMA),
-            pa.Table.from_pylist(self.checks, CHECK_SCHEMA),
+            arrays.table(self.attempts, ATTEMPT_SCHEMA),
+            arrays.table(self.inputs, INPUT_SCHEMA),
+            arrays.table(self.checks, CHECK_SCHEMA),
         )
         self.attempts, self.inputs, self.checks = [], [], []
         return batch

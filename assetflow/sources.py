@@ -13,6 +13,7 @@ import fsspec
 import pyarrow as pa
 import xxhash
 
+from .arrays import strings
 from .definitions import SourceDef
 from .errors import DefinitionError
 from .mappings import keys_of
@@ -68,5 +69,4 @@ def observe_sources(sources: list[SourceDef], now: datetime) -> pa.Table:
             names.append(source.name)
             partitions.append(key)
             versions.append(version)
-    return pa.table({"source": pa.array(names, pa.string()), "partition": pa.array(partitions, pa.string()),
-                     "version": pa.array(versions, pa.string())})
+    return pa.table({"source": strings(names), "partition": strings(partitions), "version": strings(versions)})

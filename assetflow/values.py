@@ -27,6 +27,7 @@ import ctypes
 import os
 import pickle
 import re
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
@@ -246,6 +247,12 @@ class ValueStore:
     def _size_if_present(self, full: str) -> int | None:
         """Size of the file at ``full``, or None if there is none (fresh, not from a listing cache)."""
         fs = self._filesystem()
+        if isinstance(fs, LocalFileSystem):  # one stat, without fsspec's per-call path handling
+            try:
+                info = os.stat(full)
+            except FileNotFoundError:
+                return None
+            return info.st_size if stat.S_ISREG(info.st_mode) else None
         fs.invalidate_cache(full)
         try:
             info = fs.info(full)
@@ -388,10 +395,14 @@ def _write_local_atomically(full: str, write: Callable[[pa.NativeFile], None]) -
     values is committed (one sync per batch instead of two fsyncs per value).
     """
     folder, name = os.path.split(full)
-    os.makedirs(folder, exist_ok=True)
     temp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
     try:
-        with pa.OSFile(temp, "wb") as sink:  # native writes: no GIL round trip per block
+        try:
+            sink = pa.OSFile(temp, "wb")  # native writes: no GIL round trip per block
+        except FileNotFoundError:  # the asset's first value: create its folder (only then: two syscalls saved per value)
+            os.makedirs(folder, exist_ok=True)
+            sink = pa.OSFile(temp, "wb")
+        with sink:
             write(sink)
         size = os.path.getsize(temp)
         os.replace(temp, full)
