@@ -56,7 +56,8 @@ def bools(values: np.ndarray | Sequence[bool | None]) -> pa.Array:
 def strings(values: Sequence[str | None]) -> pa.Array:
     """A ``string`` array; ``None`` entries are nulls."""
     n = len(values)
-    encoded = [b"" if v is None else v.encode("utf-8", "surrogatepass") for v in values]
+    # Lone surrogates (an undecodable file name in a log) cannot be UTF-8: escaped, not fatal.
+    encoded = [b"" if v is None else v.encode("utf-8", "backslashreplace") for v in values]
     offsets = np.zeros(n + 1, dtype=np.int64)
     if n:
         np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=n), out=offsets[1:])
@@ -138,18 +139,20 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     dtype = _numpy_dtype(type)
     if buffer is None:
         return np.zeros(0, dtype=dtype)
-    return np.frombuffer(buffer, dtype=dtype)[start:stop]
+    view = np.frombuffer(buffer, dtype=dtype)[start:stop]
+    view.flags.writeable = False  # it is the Arrow array's memory
+    return view
 
 
 def latest_per_span(stamps: pa.Array | pa.ChunkedArray, offsets: np.ndarray) -> list[datetime | None]:
     """The latest non-null timestamp (UTC) of each span ``offsets[i]:offsets[i + 1]``, None for a span
     with none: integer work over the whole column instead of a datetime object per row."""
     never = np.iinfo(np.int64).min
-    ticks = to_numpy(fill_null(pc.cast(stamps, pa.int64()), never))
+    ticks = to_numpy(fill_null(pc.cast(stamps, pa.int64()), never))[: int(offsets[-1])]  # reduceat runs the last span to the end
     starts = offsets[:-1]
     latest = np.full(len(starts), never, dtype=np.int64)
     filled = starts < offsets[1:]
     if len(ticks) and filled.any():
         latest[filled] = np.maximum.reduceat(ticks, starts[filled])
-    unit = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[stamps.type.unit]
-    return [None if t == never else _EPOCH + _MICROSECOND * int(t * unit) for t in latest.tolist()]
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[stamps.type.unit]
+    return [None if t == never else _EPOCH + _MICROSECOND * (t * 1_000_000 // per_second) for t in latest.tolist()]

@@ -59,6 +59,7 @@ class DaskExecutor:
             raise UsageError("--executor dask needs the extra: pip install 'assetflow[dask]'") from None
         self.locator = Locator.of(defs)
         self.results: queue.Queue[tuple[int, Any]] = queue.Queue()
+        self.queue_ahead = 0  # Dask would run queued attempts at once: never more than the slots
         self._futures: dict[int, Any] = {}
         self._abandoned: set[int] = set()
         address = address or os.environ.get("ASSETFLOW_DASK_ADDRESS")

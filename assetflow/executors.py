@@ -24,6 +24,10 @@ class Executor(Protocol):
     """The interface every executor implements."""
 
     results: queue.Queue[Result]
+    queue_ahead: int
+    """How many attempts may wait in the executor beyond its busy slots, to start the moment a slot
+    frees instead of after a round trip through the coordinator (a thread wake-up costs ~0.1 ms
+    here, as much as a no-op step). 0 where waiting work would not be bounded by the slots."""
 
     def start(self, slots: int) -> None:
         """Start ``slots`` workers."""
@@ -48,9 +52,12 @@ class ThreadExecutor:
         # Abandoned jobs; a set rather than an Event per job, which costs more than a no-op step.
         self._abandoned: set[int] = set()
         self._threads: list[threading.Thread] = []
+        self.queue_ahead = 0
 
     def start(self, slots: int) -> None:
-        """Start ``slots`` worker threads."""
+        """Start ``slots`` worker threads (which take queued attempts in order: ``queue_ahead`` of them
+        may wait)."""
+        self.queue_ahead = slots
         for _ in range(slots):
             self._spawn()
 
@@ -66,6 +73,9 @@ class ThreadExecutor:
                 return
             job, task = item
             abandoned = self._abandoned
+            if job in abandoned:  # given up while still queued: never start it
+                abandoned.discard(job)
+                return  # its replacement worker already holds this slot
             result: AttemptResult | BaseException | None
             try:
                 asset, checks = self.resolve(task.asset)

@@ -167,6 +167,26 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
 
 
+class _Hold:
+    """A store file held open by a run of this process (see :meth:`LineageStore.held`)."""
+
+    def __init__(self) -> None:
+        self.anchor: duckdb.DuckDBPyConnection | None = None
+        self.lingering = True  # may (still) open the anchor
+
+    def close(self) -> None:
+        """Close the anchor for good (when the run ends, or its linger time is up)."""
+        with _IN_PROCESS:
+            self.lingering = False
+            anchor, self.anchor = self.anchor, None
+            if anchor is not None:
+                anchor.close()
+
+
+_HOLDS: dict[str, _Hold] = {}
+"""Held store files by absolute path; read and changed under ``_IN_PROCESS``."""
+
+
 class LineageStore:
     """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
 
@@ -177,10 +197,6 @@ class LineageStore:
         # Called after every committed write with the file closed (remote state uploads a checkpoint).
         self.on_commit = on_commit
         self._schema_ready = False
-        # While a short run holds the store (see :meth:`held`), one open database serves all of its
-        # connections: opening a DuckDB file costs ~25 ms here, and a small run needs two of them.
-        self._anchor: duckdb.DuckDBPyConnection | None = None
-        self._holding = False
 
     def exists(self) -> bool:
         """Whether the store file has been created."""
@@ -223,37 +239,39 @@ class LineageStore:
     def held(self, linger_s: float = HOLD_S) -> Iterator[None]:
         """Keep the database open between this process's connections, for at most ``linger_s``.
 
-        A run's first write connection stays open so that the run's later connections reuse it (a
-        run shorter than ``linger_s`` opens the file once instead of twice). After ``linger_s`` it is
-        closed, so readers in other processes (``status`` during a long run) wait at most that long.
-        Not for stores that upload after every commit: they need the file closed.
+        A run's first write connection stays open, and every later connection of this process to
+        the same file — through any :class:`LineageStore` — is a cursor on it: a run shorter than
+        ``linger_s`` opens the file once instead of twice (~25 ms each here). After ``linger_s`` it
+        is closed, so readers in other processes (``status`` during a long run) wait at most that
+        long. Not for stores that upload after every commit: they need the file closed.
         """
-        if self.on_commit is not None:
+        key = os.path.abspath(self.path)
+        with _IN_PROCESS:
+            if self.on_commit is not None or key in _HOLDS:
+                hold = None
+            else:
+                hold = _HOLDS[key] = _Hold()
+        if hold is None:
             yield
             return
-        timer = threading.Timer(linger_s, self._drop_anchor)
+        timer = threading.Timer(linger_s, hold.close)
         timer.daemon = True
-        self._holding = True
         timer.start()
         try:
             yield
         finally:
             timer.cancel()
-            self._drop_anchor()
-
-    def _drop_anchor(self) -> None:
-        with _IN_PROCESS:
-            self._holding = False
-            anchor, self._anchor = self._anchor, None
-            if anchor is not None:
-                anchor.close()
+            with _IN_PROCESS:
+                hold.close()
+                del _HOLDS[key]
 
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        if self._anchor is not None:
-            return self._anchor.cursor()  # a connection to the open database: no file open
-        if self._holding and not read_only:
-            self._anchor = self._open_file(read_only=False)
-            return self._anchor.cursor()
+        hold = _HOLDS.get(os.path.abspath(self.path)) if _HOLDS else None
+        if hold is not None:
+            if hold.anchor is None and hold.lingering and not read_only:
+                hold.anchor = self._open_file(read_only=False)
+            if hold.anchor is not None:
+                return hold.anchor.cursor()  # a connection to the open database: no file open
         return self._open_file(read_only=read_only)
 
     def _open_file(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:

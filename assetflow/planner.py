@@ -149,10 +149,10 @@ class Plan:
         lo = np.searchsorted(down, gids, side="left")
         hi = np.searchsorted(down, gids, side="right")
         rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())]) if len(gids) else np.zeros(0, np.int64)
-        pairs = self.pairs.take(rows)
+        pairs = self.pairs.take(numbers(rows))
         ups = _np(pairs.column("up")).tolist()
         current = strings([version_of(u) if u >= 0 else None for u in ups])
-        records, versions = _records(self.aligned.take(gids), self.versions, self.layout.node_of(gids))
+        records, versions = _records(self.aligned.take(numbers(gids)), self.versions, self.layout.node_of(gids))
         target = np.repeat(np.arange(len(gids)), hi - lo)
         return why_stale(records, versions, _input_pairs(self.layout, pairs, target, current)).reasons
 

@@ -128,6 +128,7 @@ class ProcessExecutor:
     def __init__(self, defs: Definitions) -> None:
         self.locator = Locator.of(defs)
         self.results: queue.Queue[tuple[int, Any]] = queue.Queue()
+        self.queue_ahead = 0  # each attempt goes to an idle worker process: none wait
         # forkserver: workers start from a clean interpreter, never from a fork of a multi-threaded one.
         self._ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
         self._idle: list[_Worker] = []

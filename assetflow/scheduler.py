@@ -217,14 +217,20 @@ class Coordinator:
             return False
         return not self.plan.recheck(np.array(unit.gids), lambda g: self._current(g)[0]).any()
 
-    def _free(self, pool: str | None) -> bool:
-        if len(self.running) >= self.max_concurrency:
+    def _free(self, pool: str | None, index: int) -> bool:
+        # Attempts beyond the slots wait in the executor's queue (see Executor.queue_ahead) — except
+        # one with a timeout, whose clock starts at submit: it goes only where a slot is free now.
+        limit = self.max_concurrency
+        if self.graph.nodes[self.units[index].asset].timeout is None:
+            limit += self.executor.queue_ahead
+        if len(self.running) >= limit:
             return False
+        # A pool counts its queued attempts too: they are bound to start before any later one.
         return pool is None or self.pool_running.get(pool, 0) < self.pools.get(pool, self.max_concurrency)
 
     def _dispatch(self) -> None:
-        while len(self.running) < self.max_concurrency:
-            candidates = [(heap[0], pool) for pool, heap in self.ready.items() if heap and self._free(pool)]
+        while len(self.running) < self.max_concurrency + self.executor.queue_ahead:
+            candidates = [(heap[0], pool) for pool, heap in self.ready.items() if heap and self._free(pool, heap[0][1])]
             if not candidates:
                 return
             (_, index), pool = min(candidates)
