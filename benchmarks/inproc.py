@@ -7,7 +7,9 @@ Runs in a fresh process per measurement. It imports assetflow and the project (t
 * ``plan``: ``af.plan(defs, stale=True, store=, data=)`` and then ``plan.steps`` (steps are built lazily;
   both are inside the timed figure, split out as ``plan_s`` / ``steps_s``);
 * ``hash``: build an Arrow table of ``bytes`` size (numeric columns + one string column), then time
-  ``assetflow.hashing.data_version`` of it.
+  ``assetflow.hashing.data_version`` of it;
+* ``floor``: the same materializations as W1 with no engine at all (:mod:`benchmarks.floor`), in the
+  same ``store`` / ``data`` paths; the row count is verified after the timer.
 """
 
 from __future__ import annotations
@@ -108,15 +110,30 @@ def run_hash(spec: dict[str, Any]) -> dict[str, Any]:
             "columns": table.num_columns, "chunks": table.column(0).num_chunks, "version": version}
 
 
-OPERATIONS = {"materialize": run_materialize, "plan": run_plan, "hash": run_hash}
+def run_floor(spec: dict[str, Any]) -> dict[str, Any]:
+    """Time :func:`benchmarks.floor.materialize` of a layered shape (W1's floor)."""
+    import duckdb  # noqa: F401  (imports before the timer, as for the other operations)
+    import xxhash  # noqa: F401
+
+    from benchmarks import floor
+    from benchmarks.projects import Shape
+
+    _warm_imports()
+    work = floor.items(Shape("floor", int(spec["layers"]), int(spec["width"]), spec.get("partitions")))
+    store, data = Path(spec["store"]), Path(spec["data"])
+    written, seconds, cpu = _timed(lambda: floor.materialize(work, data, store))
+    return {"seconds": seconds, "cpu_s": cpu, "items": len(work), "rows": floor.count_rows(store), **written}
+
+
+OPERATIONS = {"materialize": run_materialize, "plan": run_plan, "hash": run_hash, "floor": run_floor}
 
 
 def main(argv: list[str]) -> int:
     """Run the operation named in the JSON spec ``argv[1]`` and print its result line."""
     spec = json.loads(argv[1])
     t0 = time.perf_counter()
-    import assetflow  # noqa: F401  (import cost reported separately from the timed call)
-
+    if spec["op"] != "floor":  # the floor runs no assetflow code, and must not depend on its state
+        import assetflow  # noqa: F401  (import cost reported separately from the timed call)
     import_s = time.perf_counter() - t0
     result = OPERATIONS[spec["op"]](spec)
     result["import_s"] = import_s

@@ -69,6 +69,18 @@ def _peer_cell(figure: PeerFigure, unit: str) -> str:
     return f"{mark}{_fmt_s(figure.seconds)} ({_fmt_rate(figure.rate, unit)}){ratio}"
 
 
+def _floor_note(m: Measurement, sep: str) -> str:
+    """``sep`` + ``× 3.1 floor`` for a figure measured next to its floor (W1: its time over the floor's
+    time, see benchmarks/floor.py), else ""."""
+    ratio = m.extra.get("floor_ratio")
+    return f"{sep}× {ratio:.1f} floor" if ratio else ""
+
+
+def _peers(m: Measurement, name: str) -> list[PeerFigure]:
+    """Figures of peer ``name`` to show for ``m``: none for a floor (no engine there to compare with)."""
+    return [] if m.key.endswith(".floor") else [f for f in m.peers if f.peer.startswith(name)]
+
+
 def _verdict(m: Measurement) -> str:
     met = m.met()
     if m.error:
@@ -92,12 +104,12 @@ def print_table(workloads: list[Workload], peers: bool) -> None:
             verdict = _verdict(m)
             style = {"met": "green", "MISSED": "red", "ERROR": "bold red"}.get(verdict, "")
             row = [wl.id, f"{m.key}\n{m.label}" if not m.error else f"{m.key}\n{m.error}", m.mode, _fmt_s(m.median_s),
-                   _fmt_s(m.median_cpu_s), _fmt_rate(m.rate, m.rate_unit),
+                   _fmt_s(m.median_cpu_s), _fmt_rate(m.rate, m.rate_unit) + _floor_note(m, "\n"),
                    f"{m.peak_rss_mib:.0f} MiB" if m.peak_rss_mib else "—", "; ".join(t.text for t in m.targets) or "—",
                    f"[{style}]{verdict}[/]" if style else verdict]
             if peers:
                 for name in ("dagster", "prefect"):
-                    row.append("\n".join(_peer_cell(f, m.rate_unit) for f in m.peers if f.peer.startswith(name)) or "—")
+                    row.append("\n".join(_peer_cell(f, m.rate_unit) for f in _peers(m, name)) or "—")
             table.add_row(*row)
         table.add_section()
     Console(width=max(160, Console().width)).print(table)
@@ -137,13 +149,14 @@ def markdown(workloads: list[Workload], meta: dict[str, Any], command: str) -> s
             target = "; ".join(t.text for t in m.targets)
             verdict = _verdict(m)
             target_cell = f"{target} — **{verdict}**" if target else "—"
-            cells = {name: "<br>".join(_peer_cell(f, m.rate_unit) for f in m.peers if f.peer.startswith(name)) or "—"
+            cells = {name: "<br>".join(_peer_cell(f, m.rate_unit) for f in _peers(m, name)) or "—"
                      for name in ("dagster", "prefect")}
             lines.append(f"| {wl.id} {wl.title.split(':')[0]} | {m.label} ({m.mode}) | {_fmt_s(m.median_s)} | "
-                         f"{_fmt_rate(m.rate, m.rate_unit)} | {m.peak_rss_mib or 0:.0f} MiB | {target_cell} | "
-                         f"{cells['dagster']} | {cells['prefect']} |")
-    lines += ["", "Ratios (×N) are assetflow's items per second over the peer's; ≈ marks a peer figure "
-              "extrapolated from a timed sample (stated in results.json).", ""]
+                         f"{_fmt_rate(m.rate, m.rate_unit)}{_floor_note(m, '<br>')} | {m.peak_rss_mib or 0:.0f} MiB | "
+                         f"{target_cell} | {cells['dagster']} | {cells['prefect']} |")
+    lines += ["", ("Ratios (×N) are assetflow's items per second over the peer's; ≈ marks a peer figure "
+                   "extrapolated from a timed sample (stated in results.json). × N floor: assetflow's time over "
+                   "the floor's (the same work with no engine, measured alongside; benchmarks/floor.py)."), ""]
     for wl in workloads:
         lines.append(f"- **{wl.id}** {wl.title} — {wl.shape}. {wl.method}.")
     return "\n".join(lines) + "\n"

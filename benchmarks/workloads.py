@@ -86,8 +86,8 @@ def w3_shapes(quick: bool) -> list[Shape]:
 
 STALE_FRACTIONS = (0.0, 0.01, 0.10)
 
-QUICK_KEEP = ("W1.unpartitioned.cli", "W1.partitioned.inproc", "W2.per_partition.inproc", "W2.single_run.cli",
-              "W3.*.0pct.inproc", "W3.*.10pct.cli", "W4.cli", "W5.*", "W6.*.inproc")
+QUICK_KEEP = ("W1.unpartitioned.cli", "W1.partitioned.inproc", "W1.*.floor", "W2.per_partition.inproc",
+              "W2.single_run.cli", "W3.*.0pct.inproc", "W3.*.10pct.cli", "W4.cli", "W5.*", "W6.*.inproc")
 """With ``--quick`` only these measurements run (every code path once: CLI and in-process, each workload)."""
 
 
@@ -240,24 +240,57 @@ def _both(ctx: Context, workload: str, key: str, label: str, items: int, unit: s
 
 # ---- W1 -----------------------------------------------------------------------------------------------
 
+FLOOR_LABEL = "floor: Python loop + atomic file writes + one batched DuckDB write (no engine)"
+
+
+def _floor_job(shape: Shape, key: str, store: Path, data: Path, cwd: Path, prepare: Prepare) -> Job:
+    """The W1 floor of ``shape`` (:mod:`benchmarks.floor`): no target of its own; it sits in W1's
+    measure group so it runs round-robin with assetflow under the same load and the same folders."""
+    m = Measurement("W1", f"{key}.floor", f"{shape.describe()} — {FLOOR_LABEL}", "in-process", shape.items,
+                    "materializations", "mat/s")
+    spec = {"op": "floor", "layers": shape.layers, "width": shape.width, "partitions": shape.partitions,
+            "store": str(store), "data": str(data)}
+
+    def check(sample: Sample) -> str | None:
+        rows = (sample.payload or {}).get("rows")
+        return None if rows == shape.items else f"floor recorded {rows} rows, expected {shape.items}"
+    return Job(m, inproc_cmd(spec), cwd, prepare, check)
+
+
+def _floor_ratios(group: list[Measurement]) -> None:
+    """Record on the in-process figure of one W1 shape its time over that shape's floor."""
+    floor = next((m for m in group if m.key.endswith(".floor")), None)
+    for m in group:
+        if m.mode == "in-process" and m is not floor and floor and floor.median_s and m.median_s:
+            m.extra["floor_s"] = floor.median_s
+            m.extra["floor_ratio"] = m.median_s / floor.median_s
+
+
 def w1(ctx: Context) -> Workload:
-    """W1 overhead: no-op assets materialized in one run, unpartitioned and partitioned."""
+    """W1 overhead: no-op assets materialized in one run, unpartitioned and partitioned, next to their floor."""
     unpart, part = w1_shapes(ctx.quick)
     wl = Workload("W1", "overhead: no-op materializations in one run",
                   f"{unpart.describe()}; and {part.describe()} = {part.items:,} materializations",
                   'each asset returns b"x" (hashed, stored, lineage recorded); fresh store and data root per run; '
-                  "rate = materializations / s")
+                  "rate = materializations / s. The floor rows do the same materializations with no engine "
+                  "(benchmarks/floor.py: a Python loop, xxh3 + atomic writes to content-addressed paths, one "
+                  "syncfs, one batched DuckDB insert), in the same folders, round-robin with assetflow's runs; "
+                  "'× N floor' is the in-process time over the floor's")
     target = [Target("min_rate", 2000, "≥ 2,000 materializations/s")]
     for shape, key in ((unpart, "unpartitioned"), (part, "partitioned")):
         project = _project(ctx, shape.name, projects.layered_source(shape))
         run_dir = project.parent / "run"
         store, data = run_dir / "lineage.duckdb", run_dir / "data"
-        wl.measurements += measure_group(ctx, _both(
+        jobs = _both(
             ctx, "W1", key, shape.describe(), shape.items, "materializations", "mat/s",
             _cli(project, "materialize", store=store, data=data),
             {"op": "materialize", "project": str(project), "store": str(store), "data": str(data)}, project.parent,
             cli_targets=target, inproc_targets=target, prepare=Prepare(run_dir),
-            cli_check=_check_materialize(shape.items), inproc_check=_check_materialize(shape.items)))
+            cli_check=_check_materialize(shape.items), inproc_check=_check_materialize(shape.items))
+        jobs.append(_floor_job(shape, key, store, data, project.parent, Prepare(run_dir)))
+        group = measure_group(ctx, jobs)
+        _floor_ratios(group)
+        wl.measurements += group
     return wl
 
 
