@@ -19,6 +19,7 @@ from .context import routed_output
 from .definitions import AssetDef, Definitions
 from .errors import Interrupted, PartitionError, SelectionError, UsageError
 from .executors import Executor, ThreadExecutor
+from .gcpause import gc_paused, without_gc_pauses
 from .graph import AssetGraph
 from .lineage import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
@@ -88,6 +89,7 @@ def code_versions(graph: AssetGraph) -> dict[str, str]:
     return {**explicit, **(cached_versions(root, hashed, compute) if hashed else {})}
 
 
+@without_gc_pauses
 def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSnapshot | None = None) -> tuple[Observed, dict[str, Any]]:
     """Read everything the planner needs (store snapshot, code, config, values present, sources)."""
     instances, hashes = bind_config(project.graph, read_config(config))
@@ -216,12 +218,13 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
     _sync(project, store)
     if interrupted:
         raise Interrupted("interrupted: the run was recorded as cancelled")
+    with gc_paused():
+        # Built from the coordinator's own records: no need to validate 100k of them again.
+        steps = [StepResultModel.model_construct(
+            asset=r.asset, partition=r.partition, outcome=r.outcome, attempts=r.attempts,
+            data_version=r.data_version, duration_s=r.duration_s, error=r.error) for r in reports]
     return RunResult(run_id=run_id, kind=kind, status=status, counts=counts, tags=tags,
-                     checks=coordinator.check_results,
-                     # Built from the coordinator's own records: no need to validate 100k of them again.
-                     steps=[StepResultModel.model_construct(
-                         asset=r.asset, partition=r.partition, outcome=r.outcome, attempts=r.attempts,
-                         data_version=r.data_version, duration_s=r.duration_s, error=r.error) for r in reports])
+                     checks=coordinator.check_results, steps=steps)
 
 
 def _sync(project: Project, store: LineageStore) -> None:

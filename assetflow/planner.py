@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrays import numbers, strings, to_numpy
+from .gcpause import without_gc_pauses
 from .graph import AssetGraph
 from .layout import Layout
 from .alignment import align_pairs, align_records
@@ -103,6 +104,7 @@ class Plan:
         self.stale_mask = stale_mask
 
     @cached_property
+    @without_gc_pauses
     def steps(self) -> list[Step]:
         """The steps, built on first use (plans over many partitions are mostly consumed as arrays)."""
         layout = self.layout
@@ -248,6 +250,7 @@ def _selected(layout: Layout, request: PlanRequest) -> np.ndarray:
     return mask
 
 
+@without_gc_pauses
 def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequest, layout: Layout | None = None) -> Plan:
     """Plan the work for ``request``: pure, deterministic, and set-at-a-time."""
     layout = layout or Layout(graph, now)

@@ -10,9 +10,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from .gcpause import without_gc_pauses
 from .planner import Plan
 
 
+@without_gc_pauses
 def plan_document(plan: Plan) -> dict[str, Any]:
     """``plan --json``: ``{"steps": [{"asset", "partition", "reasons", "causes": [{"asset", "partition",
     "reason"}]}], "waiting": [{"asset", "partition", "source"}], "summary": {"steps", "assets", "up_to_date"}}``.
