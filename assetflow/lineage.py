@@ -188,7 +188,8 @@ _HOLDS: dict[str, _Hold] = {}
 
 
 class LineageStore:
-    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
+    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection (a
+    cursor on the open database while a run of this process holds it: :meth:`held`)."""
 
     def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S,
                  on_commit: Callable[[LineageStore], None] | None = None) -> None:
