@@ -1,8 +1,8 @@
 """Arrow arrays built straight from buffers.
 
-Why not ``pa.array``: pyarrow's first conversion of Python or numpy data (``pa.array``,
-``pa.scalar``, ``Table.from_pylist``) imports pandas when it is installed, to check whether the input
-is a pandas object. That costs 0.3–0.5 s, a quarter of a ``plan --stale`` command on a 365k-partition
+Why not ``pa.array``: pyarrow's first conversion between Arrow and Python or numpy data (``pa.array``,
+``pa.scalar``, ``Table.from_pylist``, even ``Array.to_numpy``) imports pandas when it is installed, to
+check whether the data is a pandas object. That costs 0.3–0.5 s, a quarter of a ``plan --stale`` command on a 365k-partition
 project, for data that is never pandas. Building from buffers skips the check. Everything on the path
 of ``plan``, ``status`` and ``materialize`` goes through these helpers; values the user returns (which
 may well be pandas) still go through pyarrow's own conversion.
