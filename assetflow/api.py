@@ -175,10 +175,8 @@ def materialize(defs: Definitions, select: Sequence[str] | str | None = None, st
     run_id = new_run_id(project.now)
     lock = project.state.lock(run_id, wait=wait)
     try:
-        store = project.state.writer()
-        with store.held():
-            return _run(project, store, pool, request, config, run_id=run_id, kind=kind, tags=run_tags,
-                        stale=stale, max_concurrency=max_concurrency, progress=progress, on_plan=on_plan)
+        return _run(project, project.state.writer(), pool, request, config, run_id=run_id, kind=kind, tags=run_tags,
+                    stale=stale, max_concurrency=max_concurrency, progress=progress, on_plan=on_plan)
     finally:
         lock.release()
 

@@ -35,8 +35,6 @@ from .errors import StoreError
 SCHEMA_VERSION = 2
 _IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
-HOLD_S = 1.0
-"""How long a run may keep the store file open between its connections (see :meth:`LineageStore.held`)."""
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -167,29 +165,8 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
 
 
-class _Hold:
-    """A store file held open by a run of this process (see :meth:`LineageStore.held`)."""
-
-    def __init__(self) -> None:
-        self.anchor: duckdb.DuckDBPyConnection | None = None
-        self.lingering = True  # may (still) open the anchor
-
-    def close(self) -> None:
-        """Close the anchor for good (when the run ends, or its linger time is up)."""
-        with _IN_PROCESS:
-            self.lingering = False
-            anchor, self.anchor = self.anchor, None
-            if anchor is not None:
-                anchor.close()
-
-
-_HOLDS: dict[str, _Hold] = {}
-"""Held store files by absolute path; read and changed under ``_IN_PROCESS``."""
-
-
 class LineageStore:
-    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection (a
-    cursor on the open database while a run of this process holds it: :meth:`held`)."""
+    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
 
     def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S,
                  on_commit: Callable[[LineageStore], None] | None = None) -> None:
@@ -236,46 +213,7 @@ class LineageStore:
         if write and self.on_commit is not None:
             self.on_commit(self)
 
-    @contextmanager
-    def held(self, linger_s: float = HOLD_S) -> Iterator[None]:
-        """Keep the database open between this process's connections, for at most ``linger_s``.
-
-        A run's first write connection stays open, and every later connection of this process to
-        the same file — through any :class:`LineageStore` — is a cursor on it: a run shorter than
-        ``linger_s`` opens the file once instead of twice (~25 ms each here). After ``linger_s`` it
-        is closed, so readers in other processes (``status`` during a long run) wait at most that
-        long. Not for stores that upload after every commit: they need the file closed.
-        """
-        key = os.path.abspath(self.path)
-        with _IN_PROCESS:
-            if self.on_commit is not None or key in _HOLDS:
-                hold = None
-            else:
-                hold = _HOLDS[key] = _Hold()
-        if hold is None:
-            yield
-            return
-        timer = threading.Timer(linger_s, hold.close)
-        timer.daemon = True
-        timer.start()
-        try:
-            yield
-        finally:
-            timer.cancel()
-            with _IN_PROCESS:
-                hold.close()
-                del _HOLDS[key]
-
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        hold = _HOLDS.get(os.path.abspath(self.path)) if _HOLDS else None
-        if hold is not None:
-            if hold.anchor is None and hold.lingering and not read_only:
-                hold.anchor = self._open_file(read_only=False)
-            if hold.anchor is not None:
-                return hold.anchor.cursor()  # a connection to the open database: no file open
-        return self._open_file(read_only=read_only)
-
-    def _open_file(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_wait_s
         pause = 0.005
         while True:
