@@ -1,11 +1,11 @@
 """Aligning what the store recorded with the graph as it is now, set-at-a-time.
 
-The store speaks in (asset, partition) strings; the planner computes in global ids (:mod:`layout`).
-Translating hundreds of thousands of rows must not be a Python loop nor a string join per row: asset
-names are looked up with one Arrow ``index_in`` over the column, partition keys with one ``index_in``
-per distinct partitions definition (assets share a handful of them), and consumed-input pairs are
-matched to the graph's expected pairs by sorting int64 pair keys. Rows that no longer fit the graph
-(a removed asset, a partition before a new ``start``) simply drop out.
+The planner computes in global ids (:mod:`layout`). The store's snapshot already arrives in them (it
+joins its rows to the layout's :class:`~assetflow.lineage.Catalogue`; rows that no longer fit the
+graph, such as a removed asset or a partition before a new ``start``, stay behind), so aligning is
+integer work: heads are scattered to their ids, and consumed-input pairs are matched to the graph's
+expected pairs by sorting int64 pair keys. Source observations, which the edge makes in Python, are
+numbered here with one Arrow ``index_in`` per column.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
     """One row per global id: the head's record (nulls when none), the current data version (a
     source's observation for sources), and whether the recorded value is still stored."""
     heads = snapshot.heads
-    take = _scatter(layout, global_ids(layout, heads.column("asset"), heads.column("partition")))
+    take = _scatter(layout, to_numpy(heads.column("gid")))
     mat_id = heads.column("mat_id").take(take)
     recorded = pc.is_valid(mat_id)
     path = heads.column("path").take(take)
@@ -85,16 +85,26 @@ def expected_pairs(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(downs), np.concatenate(ups)
 
 
+def _rows_of(rec_row: np.ndarray, source_row: np.ndarray) -> np.ndarray:
+    row = np.full(len(source_row), -1, dtype=np.int64)
+    consumed = source_row >= 0
+    row[consumed] = rec_row[source_row[consumed]]
+    return row
+
+
 def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
     """The union of expected pairs and consumed pairs, sorted by (down, up): ``expected`` says whether the
-    graph wants the pair now, ``recorded_version`` what was consumed (null: not consumed last time).
-    ``up`` is -1 for a consumed partition that no longer exists."""
+    graph wants the pair now, ``recorded_version`` what was consumed (null: not consumed last time),
+    ``row`` the consumed pair's row in ``snapshot.inputs`` (-1: not consumed). ``up`` is -1 for a
+    consumed partition that no longer exists."""
     inputs = snapshot.inputs
-    rec_down = global_ids(layout, inputs.column("asset"), inputs.column("partition"))
-    rec_up = global_ids(layout, inputs.column("up_asset"), inputs.column("up_partition"))
-    keep = rec_down >= 0
-    rec_down, rec_up = rec_down[keep], rec_up[keep]
-    rec_version = inputs.column("data_version").take(numbers(np.flatnonzero(keep)))
+    rec_down, rec_up = to_numpy(inputs.column("down")), to_numpy(inputs.column("up"))
+    rec_version = inputs.column("data_version")
+    rec_row = np.arange(len(rec_down))
+    keep = rec_down >= 0  # inputs of heads the graph no longer has
+    if not keep.all():
+        rec_down, rec_up, rec_row = rec_down[keep], rec_up[keep], rec_row[keep]
+        rec_version = rec_version.take(numbers(rec_row))
     exp_down, exp_up = expected_pairs(layout)
     # One int64 per pair, ordered like (down, up); up = -1 sorts first within its down.
     width = layout.size + 1
@@ -119,4 +129,5 @@ def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
         "up": numbers(key % width - 1),
         "expected": bools(expected),
         "recorded_version": rec_version.take(numbers(source_row, mask=source_row < 0)),
+        "row": numbers(_rows_of(rec_row, source_row)),
     })

@@ -8,6 +8,7 @@ import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from .errors import Interrupted, PartitionError, SelectionError, UsageError
 from .executors import Executor, ThreadExecutor
 from .gcpause import gc_paused, without_gc_pauses
 from .graph import AssetGraph
+from .layout import Layout
 from .lineage import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
@@ -56,6 +58,11 @@ class Project:
 
     def __post_init__(self) -> None:
         self._now = self.clock.now()
+
+    @cached_property
+    def layout(self) -> Layout:
+        """The graph's (asset, partition) pairs numbered at this command's clock reading."""
+        return Layout(self.graph, self.now)
 
 
 def open_project(defs: Definitions, *, store: str | os.PathLike[str] | None = None, data: str | None = None,
@@ -94,7 +101,7 @@ def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSna
     """Read everything the planner needs (store snapshot, code, config, values present, sources)."""
     instances, hashes = bind_config(project.graph, read_config(config))
     versions = code_versions(project.graph)
-    snapshot = snapshot if snapshot is not None else project.store.snapshot()
+    snapshot = snapshot if snapshot is not None else project.store.snapshot(project.layout.catalogue)
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
     sources = observe_sources(project.graph.sources(), project.now)
     return Observed(snapshot, versions, hashes, present, sources), instances
@@ -123,7 +130,7 @@ def plan(defs: Definitions, select: Sequence[str] | str | None = None, stale: bo
     project = open_project(defs, store=store, data=data, storage_options=storage_options)
     request = build_request(project.graph, select, stale, partitions, project.now)
     observed, _ = observe(project, config)
-    return make_plan(project.graph, observed, project.now, request)
+    return make_plan(project.layout, observed, request)
 
 
 def _kind(stale: bool, partitions: Partitions) -> str:
@@ -187,9 +194,10 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
     """Record, plan, execute and record the end of one run (under the run lock)."""
     # Under the lock, the run is recorded and the store read in one go: another run may have
     # finished while we waited for it.
-    mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now())
+    mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now(),
+                                            project.layout.catalogue)
     observed, instances = observe(project, config, snapshot=snapshot)
-    the_plan = make_plan(project.graph, observed, project.now, request)
+    the_plan = make_plan(project.layout, observed, request)
     if on_plan is not None:
         on_plan(the_plan)
     if observed.source_versions is not None and observed.source_versions.num_rows:

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from .arrays import strings
 from .graph import AssetGraph, Edge
+from .lineage import Catalogue
 from .mappings import EdgePairs, edge_pairs, keys_of
 
 
@@ -35,7 +36,9 @@ class Layout:
         self.graph = graph
         self.now = now
         self.names: tuple[str, ...] = graph.order
-        self.keys: dict[str, tuple[str, ...]] = {n: keys_of(graph.nodes[n].partitions, now) for n in self.names}
+        # Assets share a handful of partitions definitions: compute each one's keys once.
+        of_definition = {d: keys_of(d, now) for d in {graph.nodes[n].partitions for n in self.names}}
+        self.keys: dict[str, tuple[str, ...]] = {n: of_definition[graph.nodes[n].partitions] for n in self.names}
         counts = np.array([len(self.keys[n]) for n in self.names], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(counts)))
         self.size = int(self.offsets[-1])
@@ -48,7 +51,14 @@ class Layout:
 
     def node_of(self, gids: np.ndarray) -> np.ndarray:
         """Node index of each global id."""
+        if len(gids) > 4096:  # a gather beats a binary search per id
+            return self.node_of_every[gids]
         return np.searchsorted(self.offsets, gids, side="right") - 1
+
+    @cached_property
+    def node_of_every(self) -> np.ndarray:
+        """Node index of every global id, in order."""
+        return np.repeat(np.arange(len(self.names), dtype=np.int64), np.diff(self.offsets))
 
     def locate(self, gid: int) -> tuple[str, str]:
         """(node name, partition key) of one global id."""
@@ -96,6 +106,13 @@ class Layout:
         for g, ids in enumerate(self.definition_groups.values()):
             group[ids] = g
         return group
+
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        """This layout's numbering, for the store to hand its rows over in global ids."""
+        groups = list(self.definition_groups.values())
+        return Catalogue.build(self.names, self.group_of_node, [self.keys[self.names[int(ids[0])]] for ids in groups])
 
 
 _KEY_ARRAYS: dict[tuple[str, ...], pa.Array] = {}

@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
-from .arrays import empty
+from .arrays import empty, numbers, strings
 from .errors import StoreError
 
 SCHEMA_VERSION = 2
@@ -93,25 +94,61 @@ OBSERVATION_SCHEMA = pa.schema([
 ])
 
 
-@dataclass(frozen=True, slots=True)
-class StoreSnapshot:
-    """What the planner knows of the store: current heads and the inputs they consumed, as Arrow."""
+@dataclass(frozen=True, eq=False)
+class Catalogue:
+    """How the caller numbers (asset, partition) pairs, so the store can hand rows over as numbers.
 
-    heads: pa.Table
-    inputs: pa.Table
-    observations: pa.Table
+    ``nodes`` is (name, grp, off) per asset and ``keys`` (grp, key, local) per partition key of each
+    group of assets sharing a partitions definition; the id of (asset, key) is ``off + local``. The
+    store joins its rows to these two small tables, so a snapshot of 365k heads and 520k inputs never
+    crosses into Python as a million strings to look up again.
+    """
+
+    nodes: pa.Table
+    keys: pa.Table
 
     @staticmethod
-    def empty() -> StoreSnapshot:
+    def build(names: Sequence[str], group_of: Sequence[int] | np.ndarray, group_keys: Sequence[Sequence[str]]) -> Catalogue:
+        """Number ``names`` in order: asset ``i`` has the keys ``group_keys[group_of[i]]``, and its ids
+        follow the previous asset's."""
+        group_of = np.asarray(group_of, dtype=np.int64)
+        sizes = np.array([len(keys) for keys in group_keys], dtype=np.int64)
+        counts = sizes[group_of] if len(group_of) else np.zeros(0, np.int64)
+        nodes = pa.table({"name": strings(names), "grp": numbers(group_of),
+                          "off": numbers(np.cumsum(counts) - counts)})
+        keys = pa.table({
+            "grp": numbers(np.repeat(np.arange(len(sizes)), sizes)),
+            "key": strings([key for keys in group_keys for key in keys]),
+            "local": numbers(np.concatenate([np.arange(n) for n in sizes]) if len(sizes) else np.zeros(0, np.int64)),
+        })
+        return Catalogue(nodes, keys)
+
+
+HEAD_SCHEMA = pa.schema([
+    ("gid", pa.int64()), ("mat_id", pa.int64()), ("code_version", pa.string()), ("config_hash", pa.string()),
+    ("data_version", pa.string()), ("path", pa.string()), ("format", pa.string()),
+    ("materialized_at", pa.timestamp("us", tz="UTC")), ("failed", pa.bool_()),
+])
+HEAD_INPUT_SCHEMA = pa.schema([("down", pa.int64()), ("up", pa.int64()), ("data_version", pa.string()),
+                               ("gone_asset", pa.string()), ("gone_partition", pa.string())])
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSnapshot:
+    """What the planner knows of the store, in the ids of ``catalogue``: the current head of every
+    (asset, partition) (``gid``) and the inputs those heads consumed (``down`` → ``up``), in no order.
+    An (asset, partition) the catalogue does not know (a removed asset, a partition before a new
+    ``start``) has the id -1; a consumed one keeps its name in ``gone_asset`` / ``gone_partition``, so
+    a plan can still say which input went away."""
+
+    catalogue: Catalogue
+    heads: pa.Table
+    inputs: pa.Table
+
+    @staticmethod
+    def empty(catalogue: Catalogue) -> StoreSnapshot:
         """The snapshot of a store that does not exist yet."""
-        heads = empty(pa.schema([
-            ("asset", pa.string()), ("partition", pa.string()), ("mat_id", pa.int64()),
-            ("code_version", pa.string()), ("config_hash", pa.string()), ("data_version", pa.string()),
-            ("path", pa.string()), ("format", pa.string()), ("materialized_at", pa.timestamp("us", tz="UTC")),
-            ("run_id", pa.string()), ("failed", pa.bool_()),
-        ]))
-        inputs = empty(pa.schema([(name, pa.string()) for name in ("asset", "partition", "up_asset", "up_partition", "data_version")]))
-        return StoreSnapshot(heads, inputs, empty(OBSERVATION_SCHEMA))
+        return StoreSnapshot(catalogue, empty(HEAD_SCHEMA), empty(HEAD_INPUT_SCHEMA))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +192,32 @@ def _sql(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -
         return []
 
 
-def _read_snapshot(con: duckdb.DuckDBPyConnection) -> StoreSnapshot:
-    return StoreSnapshot(fetch_arrow(con, "SELECT * FROM heads"), fetch_arrow(con, "SELECT * FROM head_inputs"),
-                         fetch_arrow(con, "SELECT * FROM observations"))
+# LEFT JOINs on purpose, and no filter on their result: with inner joins (which a filter on the joined
+# columns becomes) the optimizer joins the two small tables first, every asset × every key, and builds
+# its hash table on that. As written, the big table probes two small ones: several times faster. Rows
+# the catalogue does not know come out as -1.
+_SNAPSHOT_HEADS = """
+SELECT coalesce(n.off + k.local, -1) AS gid, h.mat_id, h.code_version, h.config_hash, h.data_version, h.path,
+       h.format, h.materialized_at, h.failed
+FROM heads h LEFT JOIN af_nodes n ON n.name = h.asset LEFT JOIN af_keys k ON k.grp = n.grp AND k.key = h.partition"""
+_SNAPSHOT_INPUTS = """
+SELECT coalesce(n.off + k.local, -1) AS down, coalesce(un.off + uk.local, -1) AS up, i.data_version,
+       CASE WHEN uk.local IS NULL THEN i.up_asset END AS gone_asset,
+       CASE WHEN uk.local IS NULL THEN i.up_partition END AS gone_partition
+FROM head_inputs i LEFT JOIN af_nodes n ON n.name = i.asset LEFT JOIN af_keys k ON k.grp = n.grp AND k.key = i.partition
+LEFT JOIN af_nodes un ON un.name = i.up_asset LEFT JOIN af_keys uk ON uk.grp = un.grp AND uk.key = i.up_partition"""
+
+
+def _read_snapshot(con: duckdb.DuckDBPyConnection, catalogue: Catalogue) -> StoreSnapshot:
+    con.register("af_nodes", catalogue.nodes)
+    con.register("af_keys", catalogue.keys)
+    try:
+        heads = fetch_arrow(con, _SNAPSHOT_HEADS).cast(HEAD_SCHEMA)
+        inputs = fetch_arrow(con, _SNAPSHOT_INPUTS).cast(HEAD_INPUT_SCHEMA)
+    finally:
+        con.unregister("af_nodes")
+        con.unregister("af_keys")
+    return StoreSnapshot(catalogue, heads, inputs)
 
 
 def _is_lock_conflict(exc: Exception) -> bool:
@@ -272,18 +332,18 @@ class LineageStore:
 
     # ---- planner snapshot -------------------------------------------------------------------------
 
-    def snapshot(self) -> StoreSnapshot:
-        """Heads, their consumed inputs and source observations, read in one transaction."""
+    def snapshot(self, catalogue: Catalogue) -> StoreSnapshot:
+        """Heads and the inputs they consumed, numbered by ``catalogue``, read in one transaction."""
         reader = self._read()
         if reader is None:
-            return StoreSnapshot.empty()
+            return StoreSnapshot.empty(catalogue)
         with reader as con:
-            return _read_snapshot(con)
+            return _read_snapshot(con, catalogue)
 
     # ---- runs ---------------------------------------------------------------------------------------
 
     def begin_run(self, run_id: str, kind: str, tags: dict[str, str], selection: Sequence[str],
-                  started_at: datetime) -> tuple[int, StoreSnapshot]:
+                  started_at: datetime, catalogue: Catalogue) -> tuple[int, StoreSnapshot]:
         """Record a run as ``running``; runs that were left ``running`` by a dead process become ``crashed``.
         Called under the run lock; returns the first free materialization id for this run and the
         snapshot to plan it from (read on the same connection: one open instead of two)."""
@@ -298,7 +358,7 @@ class LineageStore:
             )
             base = _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
             _sql(con, "COMMIT")
-            return int(base), _read_snapshot(con)
+            return int(base), _read_snapshot(con, catalogue)
 
     def write(self, batch: Batch, *, finish: RunEnd | None = None) -> None:
         """Append a batch of attempts, inputs and check results, and move heads, in one transaction —
@@ -409,6 +469,10 @@ class LineageStore:
             "SELECT * FROM materializations WHERE run_id = ? ORDER BY asset, partition, attempt", [run_id])
         run["checks"] = self._rows("SELECT * FROM checks WHERE run_id = ? ORDER BY asset, partition, check_name", [run_id])
         return run
+
+    def heads(self) -> list[dict[str, Any]]:
+        """Every current head row, by asset and partition (for inspection; planning reads snapshots)."""
+        return self._rows("SELECT * FROM heads ORDER BY asset, partition")
 
     def head(self, asset: str, partition: str) -> dict[str, Any] | None:
         """The current materialization of one partition with the inputs it consumed."""

@@ -9,9 +9,9 @@ partitions) in topological order propagates ``upstream_stale`` and waiting with 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 
 from .arrays import numbers, strings, to_numpy
 from .gcpause import without_gc_pauses
-from .graph import AssetGraph
 from .layout import Layout
 from .alignment import align_pairs, align_records
 from .lineage import StoreSnapshot
@@ -44,7 +43,10 @@ class Step:
     partition: str | None
     reasons: tuple[str, ...]
     causes: tuple[Cause, ...]
-    gid: int = field(repr=False, compare=False, default=-1)
+
+
+C = TypeVar("C")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +90,12 @@ class Plan:
     """The result of planning. ``steps`` are in dependency order; the arrays behind them stay available
     to the executor (current versions, recorded inputs) so it can re-judge steps for early cutoff."""
 
-    def __init__(self, layout: Layout, request: PlanRequest, aligned: pa.Table, pairs: pa.Table,
+    def __init__(self, layout: Layout, request: PlanRequest, snapshot: StoreSnapshot, aligned: pa.Table, pairs: pa.Table,
                  versions: tuple[pa.Array, pa.Array], reasons: np.ndarray, causes: tuple[np.ndarray, np.ndarray, np.ndarray],
                  step_gids: np.ndarray, waiting: list[Waiting], up_to_date: int, stale_mask: np.ndarray) -> None:
         self.layout = layout
         self.request = request
+        self.snapshot = snapshot
         self.aligned = aligned
         self.pairs = pairs
         self.versions = versions
@@ -107,32 +110,49 @@ class Plan:
     @without_gc_pauses
     def steps(self) -> list[Step]:
         """The steps, built on first use (plans over many partitions are mostly consumed as arrays)."""
-        layout = self.layout
+        return self.assemble(Cause, lambda asset, partition, reasons, causes: Step(asset, partition, reasons, tuple(causes)))
+
+    def assemble(self, cause: Callable[[str, str | None, str], C], step: Callable[[str, str | None, tuple[str, ...], list[C]], S]) -> list[S]:
+        """Build one ``step(asset, partition, reasons, causes)`` per step, in order, where each cause is
+        ``cause(asset, partition, reason)``. A cause shared by many steps (an upstream partition several
+        downstream partitions wait on) is built once: ``plan.steps`` builds dataclasses with this, and
+        ``plan --json`` plain dicts, without either paying for the other."""
+        layout, gids = self.layout, self.step_gids
         target, upstream, code = self._causes
         is_step = np.zeros(layout.size, dtype=bool)
-        is_step[self.step_gids] = True
+        is_step[gids] = True
         keep = is_step[target]
-        target, upstream, code = target[keep], upstream[keep], code[keep]
+        target, upstream, code = target[keep], upstream[keep], code[keep].astype(np.int64)
         order = np.lexsort((upstream, target))
         target, upstream, code = target[order], upstream[order], code[order]
-        bounds = np.searchsorted(target, self.step_gids).tolist() + [len(target)]
-        # Every cause object at once, then one slice per step: no per-step generator.
-        up_nodes = layout.node_of(upstream)
-        causes = [
-            Cause(layout.names[node], external(layout.keys[layout.names[node]][local]), _REASON_NAME[reason])
-            for node, local, reason in zip(up_nodes.tolist(), (upstream - layout.offsets[up_nodes]).tolist(), code.tolist())
-        ]
-        nodes = layout.node_of(self.step_gids)
-        locals_ = (self.step_gids - layout.offsets[nodes]).tolist()
-        names_cache: dict[int, tuple[str, ...]] = {}
-        steps = []
-        for i, (gid, node, local, mask) in enumerate(zip(self.step_gids.tolist(), nodes.tolist(), locals_,
-                                                          self.reasons[self.step_gids].tolist())):
-            name = layout.names[node]
-            reasons = names_cache.get(mask) or names_cache.setdefault(mask, reason_names(mask))
-            steps.append(Step(name, external(layout.keys[name][local]), reasons,
-                              tuple(causes[bounds[i]:bounds[i + 1]]), gid))
-        return steps
+        bounds = np.searchsorted(target, gids).tolist() + [len(target)]
+        distinct, which = np.unique(upstream * 256 + code, return_inverse=True)  # reason bits fit in a byte
+        made = [cause(name, partition, _REASON_NAME[reason]) for name, partition, reason
+                in zip(*self._names(distinct // 256), (distinct % 256).tolist())]
+        causes = [made[i] for i in which.tolist()]
+        reason_names_of: dict[int, tuple[str, ...]] = {}
+        return [step(name, partition, reason_names_of.get(mask) or reason_names_of.setdefault(mask, reason_names(mask)),
+                     causes[lo:hi])
+                for name, partition, mask, lo, hi in zip(*self._names(gids), self.reasons[gids].tolist(), bounds, bounds[1:])]
+
+    def _names(self, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
+        """(asset, partition as users see it) of each global id, or of each consumed input that went
+        away, given as -(its row in the snapshot's inputs + 1)."""
+        layout = self.layout
+        gids = np.maximum(ids, 0)
+        nodes = layout.node_of(gids)
+        locals_ = (gids - layout.offsets[nodes]).tolist()
+        names = [layout.names[n] for n in nodes.tolist()]
+        keys = layout.keys
+        partitions = [external(keys[name][local]) for name, local in zip(names, locals_)]
+        gone = np.flatnonzero(ids < 0)
+        if len(gone):
+            rows = numbers(-1 - ids[gone])
+            inputs = self.snapshot.inputs
+            for i, name, key in zip(gone.tolist(), inputs.column("gone_asset").take(rows).to_pylist(),
+                                    inputs.column("gone_partition").take(rows).to_pylist()):
+                names[i], partitions[i] = name, external(key)
+        return names, partitions
 
     @property
     def assets(self) -> list[str]:
@@ -189,7 +209,8 @@ def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_ve
     has_up = up >= 0
     return InputPairs(
         target=target.astype(np.int64),
-        upstream=up,
+        # The cause id: the upstream's global id, or -(row + 1) for a consumed input that went away.
+        upstream=np.where(has_up, up, -1 - _np(pairs.column("row"))),
         expected=_np(pairs.column("expected")),
         from_source=layout.is_source[layout.node_of(np.where(has_up, up, 0))] & has_up,
         recorded_version=pairs.column("recorded_version").combine_chunks(),
@@ -250,10 +271,17 @@ def _selected(layout: Layout, request: PlanRequest) -> np.ndarray:
     return mask
 
 
+def _check_numbering(layout: Layout, snapshot: StoreSnapshot) -> None:
+    theirs, ours = snapshot.catalogue, layout.catalogue
+    if theirs is not ours and not (theirs.nodes.equals(ours.nodes) and theirs.keys.equals(ours.keys)):
+        raise ValueError("the store snapshot was read for another layout of the graph")
+
+
 @without_gc_pauses
-def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequest, layout: Layout | None = None) -> Plan:
-    """Plan the work for ``request``: pure, deterministic, and set-at-a-time."""
-    layout = layout or Layout(graph, now)
+def plan(layout: Layout, observed: Observed, request: PlanRequest) -> Plan:
+    """Plan the work for ``request`` over ``layout`` (the graph at the clock reading): pure,
+    deterministic, and set-at-a-time. ``observed.snapshot`` must be numbered by ``layout.catalogue``."""
+    _check_numbering(layout, observed.snapshot)
     aligned = align_records(layout, observed.snapshot, observed.source_versions, observed.present_paths)
     pairs = align_pairs(layout, observed.snapshot)
     versions = current_versions(layout, observed)
@@ -276,5 +304,5 @@ def plan(graph: AssetGraph, observed: Observed, now: datetime, request: PlanRequ
         np.concatenate((cr, np.full(len(sd), BIT[Reason.upstream_stale], np.uint16))),
     )
     up_to_date = int((selected & ~stale & ~source_gids).sum())
-    return Plan(layout, request, aligned, pairs, versions, reasons, causes, np.flatnonzero(step_mask), waiting,
+    return Plan(layout, request, observed.snapshot, aligned, pairs, versions, reasons, causes, np.flatnonzero(step_mask), waiting,
                 up_to_date, stale)

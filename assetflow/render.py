@@ -9,18 +9,33 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
 from .api import Project
 from .planner import Plan, external
 from .results import LineageResult, RunDetailModel, RunResult, RunSummaryModel, StatusResult, plan_document
 
-# Off a terminal rich assumes 80 columns; tables of asset names and versions need more to stay legible.
-_console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.table import Table
+
+
+# rich is imported on first human output only: a --json command (scripts, CI) never pays for it.
+@cache
+def _console() -> Console:
+    from rich.console import Console
+
+    # Off a terminal rich assumes 80 columns; tables of asset names and versions need more to stay legible.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
 
 
 def _json(document: Any) -> None:
@@ -55,14 +70,14 @@ def listing(project: Project, as_json: bool) -> int:
     if as_json:
         _json({"assets": rows})
         return 0
-    table = Table(title="assets")
+    table = _table("assets")
     for column in ("asset", "group", "partitions", "count", "upstream", "checks"):
         table.add_column(column)
     for row in rows:
         name = row["asset"] + (" (source)" if row["kind"] == "source" else "")
         table.add_row(name, row["group"], row["partitions"] or "unpartitioned", str(row["partition_count"] or 1),
                       ", ".join(row["upstream"]), ", ".join(row["checks"]))
-    _console.print(table)
+    _console().print(table)
     return 0
 
 
@@ -73,9 +88,9 @@ def plan(the_plan: Plan, as_json: bool) -> int:
         return 0
     summary = the_plan.summary()
     if not summary["steps"] and not the_plan.waiting:
-        _console.print(f"Nothing to do: {summary['up_to_date']} (asset, partition) pairs up to date.")
+        _console().print(f"Nothing to do: {summary['up_to_date']} (asset, partition) pairs up to date.")
         return 0
-    table = Table(title=f"plan: {summary['steps']} steps over {summary['assets']} assets "
+    table = _table(f"plan: {summary['steps']} steps over {summary['assets']} assets "
                         f"({summary['up_to_date']} up to date)")
     for column in ("asset", "partition", "reasons", "caused by"):
         table.add_column(column)
@@ -85,11 +100,11 @@ def plan(the_plan: Plan, as_json: bool) -> int:
         if len(step.causes) > 3:
             causes += f" (+{len(step.causes) - 3})"
         table.add_row(step.asset, _partition(step.partition), ", ".join(step.reasons), causes)
-    _console.print(table)
+    _console().print(table)
     if len(the_plan.steps) > len(shown):
-        _console.print(f"… and {len(the_plan.steps) - len(shown)} more steps (use --json for all)")
+        _console().print(f"… and {len(the_plan.steps) - len(shown)} more steps (use --json for all)")
     if the_plan.waiting:
-        _console.print(f"{len(the_plan.waiting)} waiting for inputs that do not exist yet, e.g. "
+        _console().print(f"{len(the_plan.waiting)} waiting for inputs that do not exist yet, e.g. "
                        + ", ".join(f"{w.asset}[{_partition(w.partition)}] ← {w.source}" for w in the_plan.waiting[:3]))
     return 0
 
@@ -106,6 +121,10 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.enabled:
             # Bound to the terminal now: during the run sys.stdout routes each step's prints to its logs.
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn,
+                                       TimeElapsedColumn, TimeRemainingColumn)
+
             terminal = Console(file=sys.stdout, force_terminal=True)
             self._bar = RichProgress(TextColumn("materializing"), BarColumn(), MofNCompleteColumn(),
                                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=terminal)
@@ -134,18 +153,18 @@ def run_result(result: RunResult, as_json: bool) -> int:
         _json(result)
         return code
     counts = result.counts
-    _console.print(f"run {result.run_id} ({result.kind}): [bold]{result.status}[/bold] — "
+    _console().print(f"run {result.run_id} ({result.kind}): [bold]{result.status}[/bold] — "
                    f"{counts['materialized']} materialized, {counts['skipped']} skipped, "
                    f"{counts['failed']} failed, {counts['upstream_failed']} upstream failed")
     failed = [s for s in result.steps if s.outcome in ("failed", "check_failed")]
     if failed:
-        table = Table(title="failures")
+        table = _table("failures")
         for column in ("asset", "partition", "outcome", "attempts", "error"):
             table.add_column(column)
         for step in failed[:50]:
             table.add_row(step.asset, _partition(step.partition), step.outcome, str(step.attempts), step.error or "")
-        _console.print(table)
-        _console.print(f"details: assetflow run {result.run_id}")
+        _console().print(table)
+        _console().print(f"details: assetflow run {result.run_id}")
     return code
 
 
@@ -154,7 +173,7 @@ def status(result: StatusResult, as_json: bool) -> int:
     if as_json:
         _json(result)
         return 0
-    table = Table(title="status")
+    table = _table("status")
     for column in ("asset", "partitions", "up to date", "stale", "missing", "failed", "last materialized", "freshness"):
         table.add_column(column)
     for a in result.assets:
@@ -167,9 +186,9 @@ def status(result: StatusResult, as_json: bool) -> int:
         table.add_row(a.asset, str(a.partitions), str(a.up_to_date), str(a.stale), str(a.missing),
                       f"[red]{a.failed}[/red]" if a.failed else "0",
                       a.last_materialized_at.isoformat(timespec="seconds") if a.last_materialized_at else "never", freshness)
-    _console.print(table)
+    _console().print(table)
     for run in result.running:
-        _console.print(f"running: {run['run_id']} ({run['kind']}) since {run['started_at']}")
+        _console().print(f"running: {run['run_id']} ({run['kind']}) since {run['started_at']}")
     return 0
 
 
@@ -178,15 +197,15 @@ def lineage(result: LineageResult, as_json: bool) -> int:
     if as_json:
         _json(result)
         return 0
-    _console.print(f"[bold]{result.asset}[/bold] [{_partition(result.partition)}] data {result.data_version} "
+    _console().print(f"[bold]{result.asset}[/bold] [{_partition(result.partition)}] data {result.data_version} "
                    f"code {result.code_version} run {result.run_id} at {result.materialized_at}")
-    table = Table(title="inputs")
+    table = _table("inputs")
     for column in ("asset", "partition", "data version"):
         table.add_column(column)
     for i in result.inputs:
         table.add_row(i.asset, _partition(i.partition), i.data_version or "")
-    _console.print(table)
-    _console.print("downstream: " + (", ".join(f"{d['asset']}[{_partition(d['partition'])}]" for d in result.downstream) or "none"))
+    _console().print(table)
+    _console().print("downstream: " + (", ".join(f"{d['asset']}[{_partition(d['partition'])}]" for d in result.downstream) or "none"))
     return 0
 
 
@@ -195,14 +214,14 @@ def runs(result: list[RunSummaryModel], as_json: bool) -> int:
     if as_json:
         _json({"runs": [r.model_dump(mode="json") for r in result]})
         return 0
-    table = Table(title="runs")
+    table = _table("runs")
     for column in ("run", "kind", "status", "started", "materialized", "skipped", "failed", "tags"):
         table.add_column(column)
     for r in result:
         table.add_row(r.run_id, r.kind, r.status, str(r.started_at), str(r.counts["materialized"]),
                       str(r.counts["skipped"]), str(r.counts["failed"] + r.counts["upstream_failed"]),
                       ", ".join(f"{k}={v}" for k, v in r.tags.items()))
-    _console.print(table)
+    _console().print(table)
     return 0
 
 
@@ -211,19 +230,19 @@ def run_detail(result: RunDetailModel, as_json: bool) -> int:
     if as_json:
         _json(result)
         return 0
-    _console.print(f"run {result.run_id} ({result.kind}) {result.status} {result.counts}")
+    _console().print(f"run {result.run_id} ({result.kind}) {result.status} {result.counts}")
     for step in result.steps:
-        _console.print(f"[bold]{step.asset}[/bold] [{_partition(step.partition)}] {step.outcome}")
+        _console().print(f"[bold]{step.asset}[/bold] [{_partition(step.partition)}] {step.outcome}")
         for attempt in step.attempts:
             line = f"  attempt {attempt.number}: {attempt.outcome} in {attempt.duration_s or 0:.3f}s"
-            _console.print(line + (f" — {attempt.error}" if attempt.error else ""), markup=False)
+            _console().print(line + (f" — {attempt.error}" if attempt.error else ""), markup=False)
             if attempt.traceback:
-                _console.print("    " + attempt.traceback.rstrip().replace("\n", "\n    "), markup=False)
+                _console().print("    " + attempt.traceback.rstrip().replace("\n", "\n    "), markup=False)
         if step.logs:
-            _console.print("    " + step.logs.replace("\n", "\n    "), markup=False)
+            _console().print("    " + step.logs.replace("\n", "\n    "), markup=False)
     for check in result.checks:
         state = "passed" if check["passed"] else "FAILED"
-        _console.print(f"check {check['check_name']} on {check['asset']}[{_partition(external(check['partition'] or ''))}]: {state}")
+        _console().print(f"check {check['check_name']} on {check['asset']}[{_partition(external(check['partition'] or ''))}]: {state}")
     return 0
 
 
@@ -233,7 +252,7 @@ def gc(result: dict[str, Any], as_json: bool) -> int:
         _json(result)
         return 0
     verb = "would delete" if result["dry_run"] else "deleted"
-    _console.print(f"{verb} {result['deleted']} values, {result['bytes_freed']} bytes; kept {result['kept']}")
+    _console().print(f"{verb} {result['deleted']} values, {result['bytes_freed']} bytes; kept {result['kept']}")
     return 0
 
 
@@ -243,7 +262,7 @@ def unlocked(holder: dict[str, Any] | None, as_json: bool) -> int:
         _json({"unlocked": holder is not None, "holder": holder})
         return 0
     if holder is None:
-        _console.print("no lock was held")
+        _console().print("no lock was held")
     else:
         print(f"assetflow: warning: cleared the lock of run {holder.get('run_id')} on {holder.get('host')} "
               f"(pid {holder.get('pid')}); if that runner is still alive, two runners may now write", file=sys.stderr)

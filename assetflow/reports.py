@@ -55,7 +55,7 @@ def status(defs: Definitions, select: Sequence[str] | str | None = None, *, stor
     project = open_project(defs, store=store, data=data, storage_options=storage_options)
     request = build_request(project.graph, select, True, None, project.now)
     observed, _ = observe(project, config)
-    the_plan = make_plan(project.graph, observed, project.now, request)
+    the_plan = make_plan(project.layout, observed, request)
     layout, aligned = the_plan.layout, the_plan.aligned
     stamps = latest_per_span(aligned.column("materialized_at"), layout.offsets)
     blocked = {(w.asset, w.partition) for w in the_plan.waiting}

@@ -23,9 +23,10 @@ def plan_document(plan: Plan) -> dict[str, Any]:
     records, which would gain nothing from being validated again.
     """
     return {
-        "steps": [{"asset": s.asset, "partition": s.partition, "reasons": list(s.reasons),
-                   "causes": [{"asset": c.asset, "partition": c.partition, "reason": c.reason} for c in s.causes]}
-                  for s in plan.steps],
+        "steps": plan.assemble(
+            lambda asset, partition, reason: {"asset": asset, "partition": partition, "reason": reason},
+            lambda asset, partition, reasons, causes: {"asset": asset, "partition": partition, "reasons": list(reasons),
+                                                       "causes": causes}),
         "waiting": [{"asset": w.asset, "partition": w.partition, "source": w.source} for w in plan.waiting],
         "summary": plan.summary(),
     }

@@ -177,19 +177,28 @@ class ValueStore:
         A missing folder lists as empty; in-progress or crashed temp files and anything not named like
         a value are ignored.
         """
-        fs = self._filesystem()
         found: set[str] = set()
         for asset in dict.fromkeys(assets):  # dedupe, keep order
             folder = self._full(_checked_relative(asset, self.url))
             with self._os_errors("list", asset, missing_is_absent=False):
-                fs.invalidate_cache(folder)  # listings may be cached: we want what is there *now*
-                try:
-                    entries = fs.ls(folder, detail=False)
-                except FileNotFoundError:
-                    continue
-            names = (str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries)
+                names = self._names_in(folder)
             found.update(f"{asset}/{name}" for name in names if _VALUE_NAME.fullmatch(name))
         return found
+
+    def _names_in(self, folder: str) -> list[str]:
+        """Entry names in ``folder``, fresh (not from a listing cache); none if it does not exist."""
+        fs = self._filesystem()
+        if isinstance(fs, LocalFileSystem):  # one listdir, without fsspec's per-call stat and path handling
+            try:
+                return os.listdir(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        fs.invalidate_cache(folder)
+        try:
+            entries = fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return []
+        return [str(entry).rstrip("/").rsplit("/", 1)[-1] for entry in entries]
 
     def delete(self, path: str) -> int:
         """Delete the value at ``path``; return the bytes freed (0 if it was not there)."""

@@ -1,7 +1,8 @@
 """The everyday commands never import pandas: ``plan --stale``, ``status`` and ``materialize --stale``
 on a real project (with pandas installed) leave ``pandas`` out of ``sys.modules``, because importing it
-costs a large share of such a command. Values the user returns are still converted by pyarrow itself,
-so a project whose asset returns a pandas DataFrame stores and loads back a DataFrame.
+costs a large share of such a command. With ``--json`` they leave out ``rich`` too: scripts and CI get
+no human output, so they need not pay for its import. Values the user returns are still converted by
+pyarrow itself, so a project whose asset returns a pandas DataFrame stores and loads back a DataFrame.
 
 Each command runs in a fresh interpreter, as a user would run it; the clock is pinned by the
 ``project`` fixture's environment."""
@@ -31,7 +32,7 @@ _PROBE = """
 import sys
 from assetflow.cli import main
 code = main(sys.argv[1:])
-print("pandas imported:", "pandas" in sys.modules, file=sys.stderr)
+print("imported:", *sorted(m for m in ("pandas", "rich") if m in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -73,17 +74,17 @@ PIPELINE = '''
 throughout, so nothing the user returns needs pandas either."""
 
 
-def run_probed(project: Project, *args: str, now: str = NOW) -> tuple[CliResult, bool]:
+def run_probed(project: Project, *args: str, now: str = NOW) -> tuple[CliResult, set[str]]:
     """``assetflow -f pipeline.py ARGS --json`` in a fresh interpreter at clock ``now``: the result,
-    and whether the command imported pandas."""
+    and which of pandas and rich the command imported."""
     argv = ("-f", "pipeline.py", *args, "--json")
     done = subprocess.run([sys.executable, "-c", _PROBE, *argv], cwd=project.root,
                           env={**os.environ, "ASSETFLOW_NOW": now}, capture_output=True, text=True, timeout=120,
                           check=False)
     result = CliResult(argv, done.returncode, done.stdout, done.stderr)
-    marks = [line for line in done.stderr.splitlines() if line.startswith("pandas imported:")]
+    marks = [line for line in done.stderr.splitlines() if line.startswith("imported:")]
     assert len(marks) == 1, result.describe()
-    return result, marks[0] == "pandas imported: True"
+    return result, set(marks[0].split()[1:])
 
 
 @pytest.fixture(scope="module")
@@ -117,51 +118,51 @@ def change_landing(project: Project) -> None:
 STALE = {("rows", "2024-01-03"), ("doubled", "2024-01-03"), ("total", None)}
 
 
-def test_plan_stale_does_not_import_pandas(materialized: Project) -> None:
+def test_plan_stale_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
     change_landing(materialized)
-    result, pandas_imported = run_probed(materialized, "plan", "--stale")
+    result, imported = run_probed(materialized, "plan", "--stale")
     assert result.returncode == 0, result.describe()
     assert step_keys(result.json()["steps"]) == STALE
-    assert not pandas_imported
+    assert imported == set(), imported  # neither pandas nor rich
 
 
-def test_status_does_not_import_pandas(materialized: Project) -> None:
+def test_status_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
     change_landing(materialized)
-    result, pandas_imported = run_probed(materialized, "status")
+    result, imported = run_probed(materialized, "status")
     assert result.returncode == 0, result.describe()
     by_asset = {a["asset"]: a for a in result.json()["assets"]}
     assert by_asset["doubled"]["partitions"] == len(DAYS) and by_asset["doubled"]["stale"] == 1
     assert by_asset["doubled"]["last_materialized_at"] is not None
-    assert not pandas_imported
+    assert imported == set(), imported  # neither pandas nor rich
 
 
-def test_materialize_stale_does_not_import_pandas(materialized: Project) -> None:
+def test_materialize_stale_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
     change_landing(materialized)
-    result, pandas_imported = run_probed(materialized, "materialize", "--stale")
+    result, imported = run_probed(materialized, "materialize", "--stale")
     assert result.returncode == 0, result.describe()
     run = result.json()
     assert run["status"] == "success"
     assert {(s["asset"], s["partition"]) for s in run["steps"] if s["outcome"] == "materialized"} == STALE
-    assert not pandas_imported
+    assert imported == set(), imported  # neither pandas nor rich
 
 
 def test_materialize_stale_building_new_partitions_does_not_import_pandas(materialized: Project) -> None:
     write_source(materialized.root / "landing" / "2024-01-06.csv", "a\n")
-    result, pandas_imported = run_probed(materialized, "materialize", "--stale", "rows", "doubled",
+    result, imported = run_probed(materialized, "materialize", "--stale", "rows", "doubled",
                                          "--partitions", "2024-01-06", now="2024-01-07T00:00:00Z")
     assert result.returncode == 0, result.describe()
     run = result.json()
     assert run["status"] == "success" and run["checks"], run
     assert {(s["asset"], s["partition"]) for s in run["steps"] if s["outcome"] == "materialized"} == {
         ("rows", "2024-01-06"), ("doubled", "2024-01-06")}
-    assert not pandas_imported
+    assert imported == set(), imported  # neither pandas nor rich
 
 
 def test_materialize_stale_with_nothing_stale_does_not_import_pandas(materialized: Project) -> None:
-    result, pandas_imported = run_probed(materialized, "materialize", "--stale")
+    result, imported = run_probed(materialized, "materialize", "--stale")
     assert result.returncode == 0, result.describe()
     assert result.json()["counts"]["materialized"] == 0
-    assert not pandas_imported
+    assert imported == set(), imported  # neither pandas nor rich
 
 
 # --- values the user returns still go through pyarrow -------------------------------------------------

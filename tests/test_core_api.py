@@ -321,6 +321,51 @@ def test_all_partitions_downstream_is_upstream_changed_once_the_new_partition_ex
     assert causes_of(plan.steps[0]) == {("features", "2024-01-06", "upstream_changed")}
 
 
+GONE = """
+    import os
+    import assetflow as af
+
+    daily = af.DailyPartitions(start=os.environ.get("DEMO_START", "2024-01-01"))
+
+    @af.asset(partitions=daily)
+    def {name}(ctx: af.Context) -> bytes:
+        return ctx.partition_key.encode()
+
+    @af.asset(deps=["{name}"])
+    def rollup() -> bytes:
+        return b"total"
+
+    defs = af.Definitions(assets=[{name}, rollup])
+"""
+
+
+def test_a_consumed_partition_that_no_longer_exists_is_named_as_the_cause(project, monkeypatch):
+    project.write(GONE.format(name="events"))
+    af.materialize(project.defs())
+    monkeypatch.setenv("DEMO_START", "2024-01-02")  # the first day is no longer a partition
+
+    plan = af.plan(project.defs(), stale=True)
+
+    assert reasons_of(plan.steps) == {("rollup", None): ("upstream_changed",)}
+    assert causes_of(plan.steps[0]) == {("events", "2024-01-01", "upstream_changed")}
+    document = project.cli_json("plan", "--stale")
+    assert document["steps"][0]["causes"] == [{"asset": "events", "partition": "2024-01-01", "reason": "upstream_changed"}]
+
+
+def test_a_renamed_upstream_names_every_partition_it_no_longer_provides(project):
+    project.write(GONE.format(name="events"))
+    af.materialize(project.defs())
+    project.write(GONE.format(name="clicks"))
+
+    plan = af.plan(project.defs(), stale=True)
+
+    by_key = {(s.asset, s.partition): s for s in plan.steps}
+    assert by_key[("rollup", None)].reasons == ("upstream_changed", "upstream_stale")
+    assert causes_of(by_key[("rollup", None)]) == (
+        {("events", day, "upstream_changed") for day in DAYS}
+        | {("clicks", day, "upstream_changed") for day in DAYS} | {("clicks", day, "upstream_stale") for day in DAYS})
+
+
 # --- failures -------------------------------------------------------------------------------------
 
 

@@ -207,7 +207,7 @@ def verify_store(project: Project) -> dict[tuple[str, str], str]:
     store = LineageStore(project.store, lock_wait_s=5)
     # 2. Every head points at a present, complete value whose content hash is its name and its version.
     heads: dict[tuple[str, str], str] = {}
-    for head in store.snapshot().heads.to_pylist():
+    for head in store.heads():
         if head["mat_id"] is None:
             continue  # a partition that only ever failed
         path = head["path"]

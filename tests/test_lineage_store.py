@@ -18,10 +18,13 @@ from assetflow.lineage import (
     INPUT_SCHEMA,
     SCHEMA_VERSION,
     Batch,
+    Catalogue,
     LineageStore,
 )
 
 T0 = datetime(2024, 1, 5, tzinfo=timezone.utc)
+# a and b share the daily keys (ids a: 0-1, b: 2-3); c is unpartitioned (id 4).
+CATALOGUE = Catalogue.build(["a", "b", "c"], [0, 0, 1], [["2024-01-01", "2024-01-02"], [""]])
 
 
 def _attempt(mat_id: int, asset: str, partition: str, outcome: str, data_version: str | None) -> dict:
@@ -46,10 +49,10 @@ def test_a_schema_1_store_is_migrated_on_first_read(tmp_path: Path) -> None:
     con.execute("INSERT INTO inputs VALUES (7, 'a', '2024-01-01', 'va'), (6, 'a', '2023-12-31', 'old')")
     con.close()
 
-    snapshot = LineageStore(path).snapshot()
+    snapshot = LineageStore(path).snapshot(CATALOGUE)
 
     assert snapshot.inputs.to_pylist() == [
-        {"asset": "b", "partition": "2024-01-01", "up_asset": "a", "up_partition": "2024-01-01", "data_version": "va"}]
+        {"down": 2, "up": 0, "data_version": "va", "gone_asset": None, "gone_partition": None}]
     with duckdb.connect(str(path), read_only=True) as check:
         assert check.execute("SELECT value FROM meta").fetchall() == [(str(SCHEMA_VERSION),)]
     assert 1 in _MIGRATIONS
@@ -57,11 +60,11 @@ def test_a_schema_1_store_is_migrated_on_first_read(tmp_path: Path) -> None:
 
 def test_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:
     path = tmp_path / "future.duckdb"
-    LineageStore(path).begin_run("r0", "manual", {}, [], T0)
+    LineageStore(path).begin_run("r0", "manual", {}, [], T0, CATALOGUE)
     with duckdb.connect(str(path)) as con:
         con.execute("UPDATE meta SET value = '99'")
     with pytest.raises(StoreError, match="schema 99"):
-        LineageStore(path).snapshot()
+        LineageStore(path).snapshot(CATALOGUE)
 
 
 def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
@@ -74,16 +77,43 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
 
 def test_head_inputs_follow_the_newest_materialization_only(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
-    store.write(_batch([_attempt(1, "b", "p", "materialized", "v1")],
-                       [{"mat_id": 1, "up_asset": "a", "up_partition": "p", "data_version": "a1"}]))
-    store.write(_batch([_attempt(2, "b", "p", "materialized", "v2")],
-                       [{"mat_id": 2, "up_asset": "a", "up_partition": "p", "data_version": "a2"}]))
+    store.write(_batch([_attempt(1, "c", "", "materialized", "v1")],
+                       [{"mat_id": 1, "up_asset": "a", "up_partition": "2024-01-01", "data_version": "a1"}]))
+    store.write(_batch([_attempt(2, "c", "", "materialized", "v2")],
+                       [{"mat_id": 2, "up_asset": "a", "up_partition": "2024-01-02", "data_version": "a2"}]))
 
-    snapshot = store.snapshot()
+    snapshot = store.snapshot(CATALOGUE)
 
-    assert snapshot.heads.column("data_version").to_pylist() == ["v2"]
-    assert snapshot.inputs.column("data_version").to_pylist() == ["a2"]
-    assert store.head("b", "p")["inputs"] == [{"up_asset": "a", "up_partition": "p", "data_version": "a2"}]
+    assert snapshot.heads.select(["gid", "data_version"]).to_pylist() == [{"gid": 4, "data_version": "v2"}]
+    assert snapshot.inputs.select(["down", "up", "data_version"]).to_pylist() == [{"down": 4, "up": 1, "data_version": "a2"}]
+    assert store.head("c", "")["inputs"] == [{"up_asset": "a", "up_partition": "2024-01-02", "data_version": "a2"}]
+
+
+def test_a_snapshot_numbers_rows_outside_the_catalogue_minus_one(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.write(_batch(
+        [_attempt(1, "b", "2024-01-02", "materialized", "v1"), _attempt(2, "gone", "2024-01-01", "materialized", "g"),
+         _attempt(3, "b", "2023-12-31", "materialized", "old")],
+        [{"mat_id": 1, "up_asset": "a", "up_partition": "2024-01-02", "data_version": "a1"},
+         {"mat_id": 1, "up_asset": "gone", "up_partition": "2024-01-01", "data_version": "g"},
+         {"mat_id": 2, "up_asset": "a", "up_partition": "2024-01-01", "data_version": "a0"}]))
+
+    snapshot = store.snapshot(CATALOGUE)
+
+    assert sorted(snapshot.heads.column("gid").to_pylist()) == [-1, -1, 3]
+    # A consumed partition the catalogue no longer has keeps its name: the plan names it as a cause.
+    assert sorted(snapshot.inputs.to_pylist(), key=lambda r: (r["down"], r["up"])) == [
+        {"down": -1, "up": 0, "data_version": "a0", "gone_asset": None, "gone_partition": None},
+        {"down": 3, "up": -1, "data_version": "g", "gone_asset": "gone", "gone_partition": "2024-01-01"},
+        {"down": 3, "up": 1, "data_version": "a1", "gone_asset": None, "gone_partition": None}]
+
+
+def test_catalogue_numbers_assets_in_order_with_their_groups_keys() -> None:
+    assert CATALOGUE.nodes.to_pylist() == [
+        {"name": "a", "grp": 0, "off": 0}, {"name": "b", "grp": 0, "off": 2}, {"name": "c", "grp": 1, "off": 4}]
+    assert CATALOGUE.keys.to_pylist() == [
+        {"grp": 0, "key": "2024-01-01", "local": 0}, {"grp": 0, "key": "2024-01-02", "local": 1},
+        {"grp": 1, "key": "", "local": 0}]
 
 
 def test_a_later_failure_flags_the_head_but_keeps_its_value(tmp_path: Path) -> None:
@@ -91,7 +121,7 @@ def test_a_later_failure_flags_the_head_but_keeps_its_value(tmp_path: Path) -> N
     store.write(_batch([_attempt(1, "b", "p", "materialized", "v1")], []))
     store.write(_batch([_attempt(2, "b", "p", "failed", None)], []))
 
-    head = store.snapshot().heads.to_pylist()[0]
+    head = store.heads()[0]
 
     assert (head["data_version"], head["failed"]) == ("v1", True)
 
@@ -100,15 +130,15 @@ def test_a_success_after_a_failure_in_one_batch_clears_the_flag(tmp_path: Path) 
     store = LineageStore(tmp_path / "s.duckdb")
     store.write(_batch([_attempt(1, "b", "p", "failed", None), _attempt(2, "b", "p", "materialized", "v2")], []))
 
-    head = store.snapshot().heads.to_pylist()[0]
+    head = store.heads()[0]
 
     assert (head["data_version"], head["failed"]) == ("v2", False)
 
 
 def test_beginning_a_run_marks_runs_left_running_as_crashed(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
-    store.begin_run("dead", "stale", {}, [], T0)
-    store.begin_run("alive", "stale", {}, [], T0)
+    store.begin_run("dead", "stale", {}, [], T0, CATALOGUE)
+    store.begin_run("alive", "stale", {}, [], T0, CATALOGUE)
 
     statuses = {r["run_id"]: r["status"] for r in store.runs()}
 
@@ -118,9 +148,9 @@ def test_beginning_a_run_marks_runs_left_running_as_crashed(tmp_path: Path) -> N
 
 def test_materialization_ids_continue_after_earlier_runs(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
-    assert store.begin_run("r1", "manual", {}, [], T0)[0] == 1
+    assert store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)[0] == 1
     store.write(_batch([_attempt(1, "b", "p", "materialized", "v1"), _attempt(2, "b", "q", "materialized", "v1")], []))
-    assert store.begin_run("r2", "manual", {}, [], T0)[0] == 3
+    assert store.begin_run("r2", "manual", {}, [], T0, CATALOGUE)[0] == 3
 
 
 def test_connections_of_one_process_are_taken_one_at_a_time(tmp_path: Path) -> None:
@@ -129,7 +159,7 @@ def test_connections_of_one_process_are_taken_one_at_a_time(tmp_path: Path) -> N
     import threading
 
     store = LineageStore(tmp_path / "s.duckdb")
-    store.begin_run("r1", "manual", {}, [], T0)
+    store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
     entered = threading.Event()
 
     def second() -> None:
