@@ -14,6 +14,8 @@ only those::
     af.materialize(defs, stale=True)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .api import load, materialize, plan
 from .context import Context
 from .definitions import AssetDef, CheckDef, Definitions, Failure, Output, Retry, SourceDef, asset, check, source
@@ -28,7 +30,26 @@ from .partitions import (
     StaticPartitions,
     WeeklyPartitions,
 )
-from .reports import gc, lineage, run, runs, status
+
+if TYPE_CHECKING:
+    from .reports import gc, lineage, run, runs, status
+
+_REPORTS = frozenset({"gc", "lineage", "run", "runs", "status"})
+
+
+def __getattr__(name: str) -> Any:
+    # The reports return pydantic models: importing them on first use keeps pydantic (a fifth of the
+    # start-up of a command) out of `plan`.
+    if name in _REPORTS:
+        from . import reports
+
+        return getattr(reports, name)
+    raise AttributeError(f"module 'assetflow' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _REPORTS)
+
 
 __version__ = "0.1.0"
 

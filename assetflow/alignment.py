@@ -1,7 +1,7 @@
 """Aligning what the store recorded with the graph as it is now, set-at-a-time.
 
 The planner computes in global ids (:mod:`layout`). The store's snapshot already arrives in them (it
-joins its rows to the layout's :class:`~assetflow.lineage.Catalogue`; rows that no longer fit the
+joins its rows to the layout's :class:`~assetflow.lineage_store.Catalogue`; rows that no longer fit the
 graph, such as a removed asset or a partition before a new ``start``, stay behind), so aligning is
 integer work: heads are scattered to their ids, and consumed-input pairs are matched to the graph's
 expected pairs by sorting int64 pair keys. Source observations, which the edge makes in Python, are
@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from .arrays import bools, fill_null, numbers, strings, to_numpy
 from .layout import Layout, key_array
-from .lineage import StoreSnapshot
+from .lineage_store import StoreSnapshot
 
 
 def global_ids(layout: Layout, assets: pa.Array | pa.ChunkedArray, partitions: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -76,58 +76,42 @@ def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.T
     })
 
 
-def expected_pairs(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """Every (downstream id, upstream id) dependency pair of the graph now."""
-    downs = [ge.down for name in layout.names for ge in layout.edges[name]]
-    ups = [ge.up for name in layout.names for ge in layout.edges[name]]
-    if not downs:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(downs), np.concatenate(ups)
-
-
-def _rows_of(rec_row: np.ndarray, source_row: np.ndarray) -> np.ndarray:
-    row = np.full(len(source_row), -1, dtype=np.int64)
-    consumed = source_row >= 0
-    row[consumed] = rec_row[source_row[consumed]]
-    return row
-
-
 def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
-    """The union of expected pairs and consumed pairs, sorted by (down, up): ``expected`` says whether the
-    graph wants the pair now, ``recorded_version`` what was consumed (null: not consumed last time),
-    ``row`` the consumed pair's row in ``snapshot.inputs`` (-1: not consumed). ``up`` is -1 for a
-    consumed partition that no longer exists."""
+    """Every input pair, consumed or expected: first the consumed ones, in the order of
+    ``snapshot.inputs`` (so their recorded versions are the store's column as it came, not a copy),
+    then the pairs the graph expects that were never consumed. ``expected`` says whether the graph
+    wants the pair now, ``recorded_version`` what was consumed (null: not consumed last time), ``row``
+    the consumed pair's row in ``snapshot.inputs`` (-1: not consumed). ``up`` is -1 for a consumed
+    partition that no longer exists. Not sorted: early cutoff sorts the few rows it rechecks."""
     inputs = snapshot.inputs
     rec_down, rec_up = to_numpy(inputs.column("down")), to_numpy(inputs.column("up"))
-    rec_version = inputs.column("data_version")
-    rec_row = np.arange(len(rec_down))
-    keep = rec_down >= 0  # inputs of heads the graph no longer has
-    if not keep.all():
-        rec_down, rec_up, rec_row = rec_down[keep], rec_up[keep], rec_row[keep]
-        rec_version = rec_version.take(numbers(rec_row))
-    exp_down, exp_up = expected_pairs(layout)
-    # One int64 per pair, ordered like (down, up); up = -1 sorts first within its down.
+    exp_down, exp_up = layout.expected_pairs
+    # One int64 per pair, ordered like (down, up); a pair of a head the graph no longer has is -1.
     width = layout.size + 1
-    exp_key = exp_down * width + (exp_up + 1)
-    rec_key = rec_down * width + (rec_up + 1)
-    order = np.argsort(rec_key, kind="stable")
+    rec_key = np.where(rec_down >= 0, rec_down * width + (rec_up + 1), -1)
+    order = np.argsort(rec_key, kind="stable")  # the store's rows come nearly sorted: cheap
     rec_sorted = rec_key[order]
-    at = np.searchsorted(rec_sorted, exp_key)
-    found = at < len(rec_sorted)
-    found[found] = rec_sorted[at[found]] == exp_key[found]
-    matched = np.full(len(exp_key), -1, dtype=np.int64)
-    matched[found] = order[at[found]]
-    extra = np.ones(len(rec_key), dtype=bool)  # consumed pairs the graph no longer expects
-    extra[matched[found]] = False
-    key = np.concatenate((exp_key, rec_key[extra]))
-    source_row = np.concatenate((matched, np.flatnonzero(extra)))
-    expected = np.concatenate((np.ones(len(exp_key), bool), np.zeros(int(extra.sum()), bool)))
-    final = np.argsort(key, kind="stable")
-    key, source_row, expected = key[final], source_row[final], expected[final]
+    exp_key = exp_down * width + (exp_up + 1)
+    at = np.minimum(np.searchsorted(rec_sorted, exp_key), max(len(rec_key) - 1, 0))
+    found = rec_sorted[at] == exp_key if len(rec_key) else np.zeros(len(exp_key), bool)
+    consumed_expected = np.zeros(len(rec_key), dtype=bool)
+    consumed_expected[order[at[found]]] = True
+    kept = rec_down >= 0
+    version = inputs.column("data_version")
+    rows = np.arange(len(rec_key))
+    if not kept.all():  # inputs of heads the graph no longer has drop out
+        rows = rows[kept]
+        version = version.take(numbers(rows))
+    new = ~found
+    n_new = int(new.sum())
     return pa.table({
-        "down": numbers(key // width),
-        "up": numbers(key % width - 1),
-        "expected": bools(expected),
-        "recorded_version": rec_version.take(numbers(source_row, mask=source_row < 0)),
-        "row": numbers(_rows_of(rec_row, source_row)),
+        "down": numbers(np.concatenate((rec_down[rows], exp_down[new]))),
+        "up": numbers(np.concatenate((rec_up[rows], exp_up[new]))),
+        "expected": bools(np.concatenate((consumed_expected[rows], np.ones(n_new, bool)))),
+        "recorded_version": pa.chunked_array([*_chunks(version), pa.nulls(n_new, pa.string())], pa.string()),
+        "row": numbers(np.concatenate((rows, np.full(n_new, -1, np.int64)))),
     })
+
+
+def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
+    return list(values.chunks) if isinstance(values, pa.ChunkedArray) else [values]

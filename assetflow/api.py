@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, clock_from_env
 from .codeversion import code_version
@@ -23,15 +23,17 @@ from .executors import Executor, ThreadExecutor
 from .gcpause import gc_paused, without_gc_pauses
 from .graph import AssetGraph
 from .layout import Layout
-from .lineage import LineageStore, RunEnd, StoreSnapshot
+from .lineage_store import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
-from .results import RunResult, StepResultModel
 from .state import LocalState, RemoteState, open_state
 from .scheduler import Coordinator
 from .selection import select_assets
 from .sources import observe_sources
 from .values import ValueStore
+
+if TYPE_CHECKING:
+    from .results import RunResult
 
 Partitions = str | Sequence[str] | None
 
@@ -192,6 +194,7 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
          run_id: str, kind: str, tags: dict[str, str], stale: bool, max_concurrency: int | None,
          progress: Callable[[int, int], None] | None, on_plan: Callable[[Plan], None] | None) -> RunResult:
     """Record, plan, execute and record the end of one run (under the run lock)."""
+    from .results import RunResult, StepResultModel  # pydantic: imported by the commands that return models
     # Under the lock, the run is recorded and the store read in one go: another run may have
     # finished while we waited for it.
     mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now(),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import api, render, reports
+from . import api, render
 from .definitions import Definitions
 from .errors import AssetflowError, UsageError
 
@@ -169,11 +169,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     as_json = args.json
     if args.command == "list":
         return render.listing(api.open_project(defs, **where), as_json)
-    if args.command == "unlock":
-        return render.unlocked(reports.unlock(defs, **where), as_json)
     if args.command == "plan":
         plan = api.plan(defs, args.select, args.stale, args.partitions, config=args.config, **where)
         return render.plan(plan, as_json)
+    from . import reports  # the other commands return pydantic models; `plan` does without
+
+    if args.command == "unlock":
+        return render.unlocked(reports.unlock(defs, **where), as_json)
     if args.command == "materialize":
         options = {"address": args.dask_address} if args.executor == "dask" and args.dask_address else {}
         with render.Progress(enabled=not as_json and sys.stdout.isatty()) as progress:

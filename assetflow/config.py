@@ -8,13 +8,15 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
-from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError
 from .graph import AssetGraph
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 ConfigSource = str | Path | Mapping[str, Mapping[str, Any]] | None
 
@@ -49,6 +51,8 @@ def bind_config(graph: AssetGraph, raw: Mapping[str, Mapping[str, Any]]) -> tupl
     for asset in graph.assets():
         if not asset.signature or not asset.signature.config:
             continue
+        from pydantic import ValidationError  # only projects with config models need pydantic
+
         _, model = asset.signature.config
         table = raw.get(asset.name, {})
         known = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}

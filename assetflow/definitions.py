@@ -61,11 +61,10 @@ class Failure(Exception):
 
 
 def _is_pydantic_model(annotation: object) -> bool:
-    try:
-        from pydantic import BaseModel
-    except ImportError:  # pragma: no cover - pydantic is a hard dependency
-        return False
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    # A pydantic model class exists only once pydantic is imported; a project without config models
+    # never makes assetflow import it (a fifth of a `plan` command's start-up).
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:

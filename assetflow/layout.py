@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from .arrays import strings
 from .graph import AssetGraph, Edge
-from .lineage import Catalogue
+from .lineage_store import Catalogue
 from .mappings import EdgePairs, edge_pairs, keys_of
 
 
@@ -80,6 +80,14 @@ class Layout:
                 out.append(GlobalEdge(edge, local.down + down0, local.up + up0, local))
             result[name] = out
         return result
+
+    @cached_property
+    def expected_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (downstream id, upstream id) dependency pair of the graph, edge by edge."""
+        edges = [ge for name in self.names for ge in self.edges[name]]
+        if not edges:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate([ge.down for ge in edges]), np.concatenate([ge.up for ge in edges])
 
     @cached_property
     def is_source(self) -> np.ndarray:

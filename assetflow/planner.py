@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +21,7 @@ from .arrays import numbers, strings, to_numpy
 from .gcpause import without_gc_pauses
 from .layout import Layout
 from .alignment import align_pairs, align_records
-from .lineage import StoreSnapshot
+from .lineage_store import StoreSnapshot
 from .ranges import PartitionFilter, select_partitions
 from .rebuilder import BIT, Current, InputPairs, Reason, Records, reason_names, why_stale
 
@@ -135,6 +135,21 @@ class Plan:
                      causes[lo:hi])
                 for name, partition, mask, lo, hi in zip(*self._names(gids), self.reasons[gids].tolist(), bounds, bounds[1:])]
 
+    @without_gc_pauses
+    def document(self) -> dict[str, Any]:
+        """``plan --json``: ``{"steps": [{"asset", "partition", "reasons", "causes": [{"asset", "partition",
+        "reason"}]}], "waiting": [{"asset", "partition", "source"}], "summary": {"steps", "assets",
+        "up_to_date"}}``. Plain dicts straight from the arrays: a plan over a year of partitions has
+        ~10^5 causes, which would gain nothing from passing through :class:`Step` objects first."""
+        return {
+            "steps": self.assemble(
+                lambda asset, partition, reason: {"asset": asset, "partition": partition, "reason": reason},
+                lambda asset, partition, reasons, causes: {"asset": asset, "partition": partition,
+                                                           "reasons": list(reasons), "causes": causes}),
+            "waiting": [{"asset": w.asset, "partition": w.partition, "source": w.source} for w in self.waiting],
+            "summary": self.summary(),
+        }
+
     def _names(self, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
         """(asset, partition as users see it) of each global id, or of each consumed input that went
         away, given as -(its row in the snapshot's inputs + 1)."""
@@ -157,20 +172,24 @@ class Plan:
     @property
     def assets(self) -> list[str]:
         """Assets with at least one step, in dependency order."""
-        nodes = np.unique(self.layout.node_of(self.step_gids))
-        return [self.layout.names[i] for i in nodes.tolist()]
+        nodes = self.layout.node_of(self.step_gids)  # ascending, as step ids are
+        first = np.flatnonzero(np.diff(nodes, prepend=-1))
+        return [self.layout.names[i] for i in nodes[first].tolist()]
 
     @cached_property
-    def _pair_down(self) -> np.ndarray:
-        return _np(self.pairs.column("down"))
+    def _pairs_by_down(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pair rows ordered by downstream id, and the downstream ids in that order."""
+        down = _np(self.pairs.column("down"))
+        order = np.argsort(down, kind="stable")
+        return order, down[order]
 
     def recheck(self, gids: np.ndarray, version_of: Callable[[int], str | None]) -> np.ndarray:
         """Judge ``gids`` again with the upstream versions ``version_of`` gives now — the executor's call
         for early cutoff. Returns a reason bitmask per gid."""
-        down = self._pair_down
+        order, down = self._pairs_by_down
         lo = np.searchsorted(down, gids, side="left")
         hi = np.searchsorted(down, gids, side="right")
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo.tolist(), hi.tolist())]) if len(gids) else np.zeros(0, np.int64)
+        rows = np.concatenate([order[a:b] for a, b in zip(lo.tolist(), hi.tolist())]) if len(gids) else np.zeros(0, np.int64)
         pairs = self.pairs.take(numbers(rows))
         ups = _np(pairs.column("up")).tolist()
         current = strings([version_of(u) if u >= 0 else None for u in ups])
@@ -213,7 +232,7 @@ def _input_pairs(layout: Layout, pairs: pa.Table, target: np.ndarray, current_ve
         upstream=np.where(has_up, up, -1 - _np(pairs.column("row"))),
         expected=_np(pairs.column("expected")),
         from_source=layout.is_source[layout.node_of(np.where(has_up, up, 0))] & has_up,
-        recorded_version=pairs.column("recorded_version").combine_chunks(),
+        recorded_version=pairs.column("recorded_version"),
         current_version=current_version,
     )
 

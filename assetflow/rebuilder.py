@@ -80,8 +80,8 @@ class InputPairs:
     upstream: np.ndarray  # opaque upstream id, passed through into causes
     expected: np.ndarray  # bool
     from_source: np.ndarray  # bool: the upstream is a source asset
-    recorded_version: pa.Array
-    current_version: pa.Array
+    recorded_version: pa.Array | pa.ChunkedArray
+    current_version: pa.Array | pa.ChunkedArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(to_numpy(array), dtype=bool)
 
 
-def _differs(recorded: pa.Array, current: pa.Array) -> np.ndarray:
+def _differs(recorded: pa.Array | pa.ChunkedArray, current: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Element-wise ``recorded IS DISTINCT FROM current``."""
     equal = pc.equal(recorded, current)
     both_null = pc.and_(pc.is_null(recorded), pc.is_null(current))

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .lineage import Batch, LineageStore
+from .lineage_store import Batch, LineageStore
 from .values import ValueStore
 
 MIN_INTERVAL_S = 0.5

@@ -6,21 +6,22 @@ exactly one JSON document goes to stdout and nothing else does.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+import orjson
 
 from .api import Project
 from .planner import Plan, external
-from .results import LineageResult, RunDetailModel, RunResult, RunSummaryModel, StatusResult, plan_document
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress as RichProgress
     from rich.table import Table
+
+    from .results import LineageResult, RunDetailModel, RunResult, RunSummaryModel, StatusResult
 
 
 # rich is imported on first human output only: a --json command (scripts, CI) never pays for it.
@@ -38,10 +39,20 @@ def _table(title: str) -> Table:
     return Table(title=title)
 
 
+# Datetimes pass through to ``str`` as they always have; keys may be non-strings (partition indexes).
+_JSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
+
+
 def _json(document: Any) -> None:
     if hasattr(document, "model_dump"):
         document = document.model_dump(mode="json")
-    sys.stdout.write(json.dumps(document, default=str) + "\n")
+    data = orjson.dumps(document, default=str, option=_JSON_OPTIONS)
+    binary = getattr(sys.stdout, "buffer", None)
+    if binary is None:  # a text-only stream (a caller's StringIO)
+        sys.stdout.write(data.decode())
+    else:
+        sys.stdout.flush()
+        binary.write(data)
     sys.stdout.flush()
 
 
@@ -84,7 +95,7 @@ def listing(project: Project, as_json: bool) -> int:
 def plan(the_plan: Plan, as_json: bool) -> int:
     """``plan``: steps with reasons and causes, waiting partitions, summary."""
     if as_json:
-        _json(plan_document(the_plan))
+        _json(the_plan.document())
         return 0
     summary = the_plan.summary()
     if not summary["steps"] and not the_plan.waiting:

@@ -10,27 +10,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from .gcpause import without_gc_pauses
-from .planner import Plan
-
-
-@without_gc_pauses
-def plan_document(plan: Plan) -> dict[str, Any]:
-    """``plan --json``: ``{"steps": [{"asset", "partition", "reasons", "causes": [{"asset", "partition",
-    "reason"}]}], "waiting": [{"asset", "partition", "source"}], "summary": {"steps", "assets", "up_to_date"}}``.
-
-    Plain dicts: a plan over a year of partitions has ~10^5 causes, built from the planner's own
-    records, which would gain nothing from being validated again.
-    """
-    return {
-        "steps": plan.assemble(
-            lambda asset, partition, reason: {"asset": asset, "partition": partition, "reason": reason},
-            lambda asset, partition, reasons, causes: {"asset": asset, "partition": partition, "reasons": list(reasons),
-                                                       "causes": causes}),
-        "waiting": [{"asset": w.asset, "partition": w.partition, "source": w.source} for w in plan.waiting],
-        "summary": plan.summary(),
-    }
-
 
 class StepResultModel(BaseModel):
     """How one (asset, partition) ended in a run."""

@@ -28,7 +28,7 @@ from .clock import Clock
 from .definitions import AssetDef, SourceDef
 from .errors import Interrupted
 from .executors import Executor
-from .lineage import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
+from .lineage_store import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
 from .planner import Plan, external
 from .rebuilder import Reason
 from .recorder import Recorder

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import StoreBusyError, StoreError
-from .lineage import LineageStore
+from .lineage_store import LineageStore
 from .runlock import acquire as acquire_local, holder_of as local_holder
 
 DEFAULT_TTL_S = 300.0

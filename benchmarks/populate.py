@@ -2,7 +2,7 @@
 
 Building 365,000 materializations for real would take the benchmark longer than it measures, so the
 rows are bulk-inserted (Arrow → DuckDB) into the tables ``runs``, ``materializations``, ``inputs`` and
-``heads`` of ``assetflow/lineage.py``'s schema version 1 (its own DDL, ``_SCHEMA_V1``). The store is then
+``heads`` of ``assetflow/lineage_store.py``'s schema version 1 (its own DDL, ``_SCHEMA_V1``). The store is then
 opened once with assetflow's ``LineageStore``, which migrates it to the current schema — so tables
 assetflow *derives* from these (e.g. ``head_inputs`` since schema 2) are built by assetflow's own
 migration code. The rows are what a real run would have recorded:
@@ -139,11 +139,11 @@ def _run_row(run_id: str, at: dt.datetime, materialized: int) -> dict[str, objec
 
 @contextmanager
 def _schema_v1_connection(store: Path) -> Iterator[Any]:
-    """A connection to a new store in schema version 1 (``assetflow.lineage._SCHEMA_V1``, marked as
+    """A connection to a new store in schema version 1 (``assetflow.lineage_store._SCHEMA_V1``, marked as
     version 1), or — if this assetflow has no such constant — in its current schema."""
     import duckdb
 
-    lineage = importlib.import_module("assetflow.lineage")  # (``assetflow.lineage`` the attribute is a function)
+    lineage = importlib.import_module("assetflow.lineage_store")
     schema_v1 = getattr(lineage, "_SCHEMA_V1", None)
     if schema_v1 is None:
         with lineage.LineageStore(store).connect(write=True) as con:
@@ -161,7 +161,7 @@ def _schema_v1_connection(store: Path) -> Iterator[Any]:
 def populate(project: Path, store: Path, shape: Shape, *, history_runs: int = 0, history_fraction: float = 0.01,
              seed: int = 0) -> Populated:
     """Write a fully up-to-date store for ``shape`` (plus ``history_runs`` earlier runs) at ``store``."""
-    from assetflow.lineage import LineageStore
+    from assetflow.lineage_store import LineageStore
 
     assert shape.partitions, "populate() is for partitioned projects"
     codes = current_code_versions(project, f"bench_project_{shape.name}")

@@ -365,7 +365,7 @@ def w3(ctx: Context) -> Workload:
     shapes = w3_shapes(ctx.quick)
     wl = Workload("W3", "plan scale: plan --stale on a fully populated store",
                   "; ".join(s.describe() for s in shapes),
-                  "store bulk-populated with the schema of assetflow/lineage.py and assetflow's own code versions "
+                  "store bulk-populated with the schema of assetflow/lineage_store.py and assetflow's own code versions "
                   "(verified: 0 steps before timing). Stale: for ceil(f × partitions) random dates the heads of "
                   "every first-layer asset get another code_version (code_changed), which makes every downstream "
                   "partition of those dates upstream_stale. The in-process figure includes building plan.steps")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from assetflow import arrays
-from assetflow.lineage import (
+from assetflow.lineage_store import (
     ATTEMPT_SCHEMA,
     CHECK_SCHEMA,
     INPUT_SCHEMA,

@@ -1,7 +1,8 @@
 """The everyday commands never import pandas: ``plan --stale``, ``status`` and ``materialize --stale``
 on a real project (with pandas installed) leave ``pandas`` out of ``sys.modules``, because importing it
 costs a large share of such a command. With ``--json`` they leave out ``rich`` too: scripts and CI get
-no human output, so they need not pay for its import. Values the user returns are still converted by
+no human output, so they need not pay for its import. ``plan`` returns no pydantic model and, for a
+project without config models, does not import pydantic either. Values the user returns are still converted by
 pyarrow itself, so a project whose asset returns a pandas DataFrame stores and loads back a DataFrame.
 
 Each command runs in a fresh interpreter, as a user would run it; the clock is pinned by the
@@ -32,7 +33,7 @@ _PROBE = """
 import sys
 from assetflow.cli import main
 code = main(sys.argv[1:])
-print("imported:", *sorted(m for m in ("pandas", "rich") if m in sys.modules), file=sys.stderr)
+print("imported:", *sorted(m for m in ("pandas", "pydantic", "rich") if m in sys.modules), file=sys.stderr)
 sys.exit(code)
 """
 
@@ -76,7 +77,7 @@ throughout, so nothing the user returns needs pandas either."""
 
 def run_probed(project: Project, *args: str, now: str = NOW) -> tuple[CliResult, set[str]]:
     """``assetflow -f pipeline.py ARGS --json`` in a fresh interpreter at clock ``now``: the result,
-    and which of pandas and rich the command imported."""
+    and which of pandas, pydantic and rich the command imported."""
     argv = ("-f", "pipeline.py", *args, "--json")
     done = subprocess.run([sys.executable, "-c", _PROBE, *argv], cwd=project.root,
                           env={**os.environ, "ASSETFLOW_NOW": now}, capture_output=True, text=True, timeout=120,
@@ -118,12 +119,12 @@ def change_landing(project: Project) -> None:
 STALE = {("rows", "2024-01-03"), ("doubled", "2024-01-03"), ("total", None)}
 
 
-def test_plan_stale_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
+def test_plan_stale_json_imports_neither_pandas_nor_pydantic_nor_rich(materialized: Project) -> None:
     change_landing(materialized)
     result, imported = run_probed(materialized, "plan", "--stale")
     assert result.returncode == 0, result.describe()
     assert step_keys(result.json()["steps"]) == STALE
-    assert imported == set(), imported  # neither pandas nor rich
+    assert imported == set(), imported
 
 
 def test_status_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
@@ -133,7 +134,7 @@ def test_status_json_imports_neither_pandas_nor_rich(materialized: Project) -> N
     by_asset = {a["asset"]: a for a in result.json()["assets"]}
     assert by_asset["doubled"]["partitions"] == len(DAYS) and by_asset["doubled"]["stale"] == 1
     assert by_asset["doubled"]["last_materialized_at"] is not None
-    assert imported == set(), imported  # neither pandas nor rich
+    assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
 
 
 def test_materialize_stale_json_imports_neither_pandas_nor_rich(materialized: Project) -> None:
@@ -143,7 +144,7 @@ def test_materialize_stale_json_imports_neither_pandas_nor_rich(materialized: Pr
     run = result.json()
     assert run["status"] == "success"
     assert {(s["asset"], s["partition"]) for s in run["steps"] if s["outcome"] == "materialized"} == STALE
-    assert imported == set(), imported  # neither pandas nor rich
+    assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
 
 
 def test_materialize_stale_building_new_partitions_does_not_import_pandas(materialized: Project) -> None:
@@ -155,14 +156,14 @@ def test_materialize_stale_building_new_partitions_does_not_import_pandas(materi
     assert run["status"] == "success" and run["checks"], run
     assert {(s["asset"], s["partition"]) for s in run["steps"] if s["outcome"] == "materialized"} == {
         ("rows", "2024-01-06"), ("doubled", "2024-01-06")}
-    assert imported == set(), imported  # neither pandas nor rich
+    assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
 
 
 def test_materialize_stale_with_nothing_stale_does_not_import_pandas(materialized: Project) -> None:
     result, imported = run_probed(materialized, "materialize", "--stale")
     assert result.returncode == 0, result.describe()
     assert result.json()["counts"]["materialized"] == 0
-    assert imported == set(), imported  # neither pandas nor rich
+    assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
 
 
 # --- values the user returns still go through pyarrow -------------------------------------------------

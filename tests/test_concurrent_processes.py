@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 
-from assetflow.lineage import LineageStore
+from assetflow.lineage_store import LineageStore
 from assetflow.runlock import lock_path
 
 NOW = "2024-01-11T00:00:00Z"

@@ -30,7 +30,7 @@ import pytest
 
 from assetflow import cli
 from assetflow.hashing import data_version
-from assetflow.lineage import LineageStore
+from assetflow.lineage_store import LineageStore
 from assetflow.runlock import lock_path
 from assetflow.values import TEMP_PREFIX, ValueStore
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from assetflow.errors import StoreError
-from assetflow.lineage import (
+from assetflow.lineage_store import (
     _MIGRATIONS,
     _SCHEMA_V1,
     ATTEMPT_SCHEMA,
