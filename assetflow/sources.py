@@ -8,8 +8,8 @@ without changing it is not a change). Absent partitions observe as ``None``: dow
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import fsspec
 import pyarrow as pa
 import xxhash
 
@@ -17,6 +17,9 @@ from .arrays import strings
 from .definitions import SourceDef
 from .errors import DefinitionError
 from .mappings import keys_of
+
+if TYPE_CHECKING:
+    import fsspec
 
 
 def _version_from_info(info: dict) -> str:
@@ -55,6 +58,8 @@ def observe_source(source: SourceDef, now: datetime) -> list[tuple[str, str | No
         except Exception as exc:
             raise DefinitionError(f"source '{source.name}': observe function failed: {exc}") from None
     assert source.path is not None
+    import fsspec  # only projects with path sources need it
+
     fs, _ = fsspec.core.url_to_fs(source.path.split("{")[0] or ".", **dict(source.storage_options))
     return [(k, observe_path(fs, fs._strip_protocol(source.path_for(k or None)), source.version == "content")) for k in keys]
 

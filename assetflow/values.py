@@ -32,15 +32,16 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from fsspec.implementations.local import LocalFileSystem
 
 from assetflow.errors import StoreError
 from assetflow.hashing import Normalized, normalize, version_of
+
+if TYPE_CHECKING:
+    import fsspec
 
 __all__ = ["FORMATS", "TEMP_PREFIX", "StoredValue", "ValueMissingError", "ValueStore"]
 
@@ -95,7 +96,7 @@ class StoredValue:
 class ValueStore:
     """Content-addressed, atomically written values under one root URL (local path or fsspec URL)."""
 
-    __slots__ = ("url", "storage_options", "_fs", "_root")
+    __slots__ = ("url", "storage_options", "_fs", "_root", "_plain")
 
     url: str
     """The data root. A relative local path is made absolute, so workers with another cwd agree."""
@@ -108,12 +109,8 @@ class ValueStore:
         Nothing is created until the first :meth:`put`. Only local roots are checked eagerly (a remote
         check would cost a request in every worker process).
         """
-        self.url = _absolute_if_local(url)
-        self.storage_options = dict(storage_options or {})
-        self._fs: fsspec.AbstractFileSystem | None = None
-        self._root = ""
-        self._filesystem()
-        if isinstance(self._fs, LocalFileSystem):
+        self.__setstate__({"url": _absolute_if_local(url), "storage_options": dict(storage_options or {})})
+        if self._is_local():
             _check_local_root(self._root, self.url)
 
     # --- pickling: only the address travels ----------------------------------------------------------
@@ -126,8 +123,10 @@ class ValueStore:
         """Restore from :meth:`__getstate__` without touching the filesystem yet."""
         self.url = state["url"]
         self.storage_options = state["storage_options"]
-        self._fs = None
-        self._root = ""
+        self._fs: fsspec.AbstractFileSystem | None = None
+        # A plain path is served with os calls alone: fsspec (~60 ms to import) is for URLs.
+        self._plain = not _has_protocol(self.url)
+        self._root = self.url.rstrip("/") if self._plain else ""
 
     def __repr__(self) -> str:
         """Show the root URL (never the storage options, which may hold credentials)."""
@@ -187,12 +186,12 @@ class ValueStore:
 
     def _names_in(self, folder: str) -> list[str]:
         """Entry names in ``folder``, fresh (not from a listing cache); none if it does not exist."""
-        fs = self._filesystem()
-        if isinstance(fs, LocalFileSystem):  # one listdir, without fsspec's per-call stat and path handling
+        if self._is_local():  # one listdir, without fsspec's per-call stat and path handling
             try:
                 return os.listdir(folder)
             except (FileNotFoundError, NotADirectoryError):
                 return []
+        fs = self._filesystem()
         fs.invalidate_cache(folder)
         try:
             entries = fs.ls(folder, detail=False)
@@ -202,13 +201,16 @@ class ValueStore:
 
     def delete(self, path: str) -> int:
         """Delete the value at ``path``; return the bytes freed (0 if it was not there)."""
-        fs, full = self._filesystem(), self._full(path)
+        full = self._full(path)
         with self._os_errors("delete", path, missing_is_absent=False):
             size = self._size_if_present(full)
             if size is None:
                 return 0
             try:
-                fs.rm_file(full)
+                if self._is_local():
+                    os.remove(full)
+                else:
+                    self._filesystem().rm_file(full)
             except FileNotFoundError:  # deleted concurrently: someone else freed it
                 return 0
         return size
@@ -233,6 +235,8 @@ class ValueStore:
     def _filesystem(self) -> fsspec.AbstractFileSystem:
         """The fsspec filesystem, created on first use (again after unpickling)."""
         if self._fs is None:
+            import fsspec
+
             try:
                 fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
             except (ValueError, ImportError, TypeError, OSError) as exc:
@@ -242,26 +246,35 @@ class ValueStore:
 
     def _full(self, path: str) -> str:
         """The filesystem path of a root-relative path."""
-        self._filesystem()
+        if not self._plain:
+            self._filesystem()
         relative = _checked_relative(path, self.url)
         return f"{self._root}/{relative}" if self._root else relative
 
+    def _is_local(self) -> bool:
+        """Whether values are files on this machine (a plain path, or a URL fsspec resolves to one)."""
+        if self._plain:
+            return True
+        from fsspec.implementations.local import LocalFileSystem
+
+        return isinstance(self._filesystem(), LocalFileSystem)
+
     def _write_mode(self) -> _WriteMode:
-        fs = self._filesystem()
-        if isinstance(fs, LocalFileSystem):
+        if self._is_local():
             return "local"
+        fs = self._filesystem()
         protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
         return "direct" if protocols & _OBJECT_STORE_PROTOCOLS else "rename"
 
     def _size_if_present(self, full: str) -> int | None:
         """Size of the file at ``full``, or None if there is none (fresh, not from a listing cache)."""
-        fs = self._filesystem()
-        if isinstance(fs, LocalFileSystem):  # one stat, without fsspec's per-call path handling
+        if self._is_local():  # one stat, without fsspec's per-call path handling
             try:
                 info = os.stat(full)
             except FileNotFoundError:
                 return None
             return info.st_size if stat.S_ISREG(info.st_mode) else None
+        fs = self._filesystem()
         fs.invalidate_cache(full)
         try:
             info = fs.info(full)
@@ -294,12 +307,11 @@ class ValueStore:
     @contextmanager
     def _open_for_read(self, full: str) -> Iterator[pa.NativeFile]:
         """A native file to read ``full`` from: streamed locally, one GET for remote stores."""
-        fs = self._filesystem()
-        if isinstance(fs, LocalFileSystem):
+        if self._is_local():
             with pa.OSFile(full, "rb") as source:
                 yield source
         else:
-            yield pa.BufferReader(fs.cat_file(full))
+            yield pa.BufferReader(self._filesystem().cat_file(full))
 
     @contextmanager
     def _os_errors(self, action: str, path: str, *, missing_is_absent: bool) -> Iterator[None]:
@@ -324,9 +336,13 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _has_protocol(url: str) -> bool:
+    return "://" in url or "::" in url
+
+
 def _absolute_if_local(url: str) -> str:
     """Make a plain local path absolute; leave URLs (anything with a protocol) alone."""
-    if "://" in url or "::" in url:
+    if _has_protocol(url):
         return url
     return os.path.abspath(os.path.expanduser(url))
 
