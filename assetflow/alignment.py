@@ -87,30 +87,51 @@ def align_pairs(layout: Layout, snapshot: StoreSnapshot) -> pa.Table:
     rec_down, rec_up = to_numpy(inputs.column("down")), to_numpy(inputs.column("up"))
     exp_down, exp_up = layout.expected_pairs
     # One int64 per pair, ordered like (down, up); a pair of a head the graph no longer has is -1.
+    # Arrays here are as long as the store's inputs (10^5-10^6): computed in place, copied only if need be.
     width = layout.size + 1
-    rec_key = np.where(rec_down >= 0, rec_down * width + (rec_up + 1), -1)
+    kept = rec_down >= 0
+    rec_key = _pair_keys(rec_down, rec_up, width)
+    rec_key[~kept] = -1
     order = np.argsort(rec_key, kind="stable")  # the store's rows come nearly sorted: cheap
     rec_sorted = rec_key[order]
-    exp_key = exp_down * width + (exp_up + 1)
-    at = np.minimum(np.searchsorted(rec_sorted, exp_key), max(len(rec_key) - 1, 0))
-    found = rec_sorted[at] == exp_key if len(rec_key) else np.zeros(len(exp_key), bool)
-    consumed_expected = np.zeros(len(rec_key), dtype=bool)
+    del rec_key
+    exp_key = _pair_keys(exp_down, exp_up, width)
+    at = np.searchsorted(rec_sorted, exp_key)
+    np.minimum(at, max(len(rec_sorted) - 1, 0), out=at)
+    found = rec_sorted[at] == exp_key if len(rec_sorted) else np.zeros(len(exp_key), bool)
+    del rec_sorted, exp_key
+    consumed_expected = np.zeros(len(rec_down), dtype=bool)
     consumed_expected[order[at[found]]] = True
-    kept = rec_down >= 0
+    del order, at
     version = inputs.column("data_version")
-    rows = np.arange(len(rec_key))
+    rows: np.ndarray | None = None  # None: every row is kept
     if not kept.all():  # inputs of heads the graph no longer has drop out
-        rows = rows[kept]
+        rows = np.flatnonzero(kept)
+        rec_down, rec_up, consumed_expected = rec_down[rows], rec_up[rows], consumed_expected[rows]
         version = version.take(numbers(rows))
     new = ~found
-    n_new = int(new.sum())
+    n_new = int(np.count_nonzero(new))
+    row = np.arange(len(rec_down)) if rows is None else rows
+    if n_new:
+        rec_down = np.concatenate((rec_down, exp_down[new]))
+        rec_up = np.concatenate((rec_up, exp_up[new]))
+        consumed_expected = np.concatenate((consumed_expected, np.ones(n_new, bool)))
+        row = np.concatenate((row, np.full(n_new, -1, np.int64)))
     return pa.table({
-        "down": numbers(np.concatenate((rec_down[rows], exp_down[new]))),
-        "up": numbers(np.concatenate((rec_up[rows], exp_up[new]))),
-        "expected": bools(np.concatenate((consumed_expected[rows], np.ones(n_new, bool)))),
+        "down": numbers(rec_down),
+        "up": numbers(rec_up),
+        "expected": bools(consumed_expected),
         "recorded_version": pa.chunked_array([*_chunks(version), pa.nulls(n_new, pa.string())], pa.string()),
-        "row": numbers(np.concatenate((rows, np.full(n_new, -1, np.int64)))),
+        "row": numbers(row),
     })
+
+
+def _pair_keys(down: np.ndarray, up: np.ndarray, width: int) -> np.ndarray:
+    """``down * width + up + 1`` in one new array: sorts like (down, up), with up = -1 first."""
+    key = np.multiply(down, width, dtype=np.int64)
+    key += up
+    key += 1
+    return key
 
 
 def _chunks(values: pa.Array | pa.ChunkedArray) -> list[pa.Array]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -107,10 +108,6 @@ class Coordinator:
         self.check_results: list[dict[str, Any]] = []
         self.produced: dict[int, tuple[str, str | None, str | None]] = {}
         self._build_units()
-        aligned = plan.aligned
-        self._dv = aligned.column("data_version").to_pylist()
-        self._path = aligned.column("path").to_pylist()
-        self._format = aligned.column("format").to_pylist()
 
     # ---- structure ----------------------------------------------------------------------------------
 
@@ -203,9 +200,10 @@ class Coordinator:
         unit = self.units[index]
         if self.stale and self._cut_off(unit):
             for gid in unit.gids:
-                self._report(unit, gid, "skipped", 0, self._dv[gid])
-                self.produced[gid] = (self._dv[gid], self._path[gid], self._format[gid])
-                self._row(unit, gid, "skipped", None, data_version=self._dv[gid])
+                recorded = self._recorded(gid)
+                self._report(unit, gid, "skipped", 0, recorded[0])
+                self.produced[gid] = recorded
+                self._row(unit, gid, "skipped", None, data_version=recorded[0])
             self._finish(index)
             return
         heapq.heappush(self.ready.setdefault(unit.pool, []), (unit.gids[0], index))
@@ -390,9 +388,21 @@ class Coordinator:
 
     # ---- tasks --------------------------------------------------------------------------------------
 
+    @cached_property
+    def _recorded_columns(self) -> tuple[list[str | None], list[str | None], list[str | None]]:
+        # As Python lists once, on first use: a run with nothing to do never pays for 10^5 strings.
+        aligned = self.plan.aligned
+        return (aligned.column("data_version").to_pylist(), aligned.column("path").to_pylist(),
+                aligned.column("format").to_pylist())
+
+    def _recorded(self, gid: int) -> tuple[str | None, str | None, str | None]:
+        """(data version, path, format) of the value recorded for ``gid`` before this run."""
+        versions, paths, formats = self._recorded_columns
+        return versions[gid], paths[gid], formats[gid]
+
     def _current(self, gid: int) -> tuple[str | None, str | None, str | None]:
         got = self.produced.get(gid)
-        return got if got is not None else (self._dv[gid], self._path[gid], self._format[gid])
+        return got if got is not None else self._recorded(gid)
 
     def _task(self, unit: _Unit) -> tuple[StepTask, str | None]:
         layout = self.layout
