@@ -26,8 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", metavar="W1,W3", help="comma-separated workload ids (default: all)")
     parser.add_argument("--peer-venv", action="append", default=[], metavar="PATH",
                         help="an existing virtualenv with dagster and/or prefect (repeatable)")
-    parser.add_argument("--runs", type=int, help="timed runs per figure (default 3; 1 with --quick)")
-    parser.add_argument("--peer-runs", type=int, help="runs per peer figure (default: --runs)")
+    parser.add_argument("--runs", type=int,
+                        help="timed runs per assetflow figure (default 5: medians of 5 ride out a noisy host; 1 with --quick)")
+    parser.add_argument("--peer-runs", type=int, help="runs per peer figure (default 3, or --runs if lower)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds before one assetflow run is killed")
     parser.add_argument("--peer-timeout", type=float, default=300.0, help="seconds before one peer run is killed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json", help="results file")
@@ -40,9 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick and args.peers:
         parser.error("--quick runs no peers; drop --peers")
-    args.runs = args.runs or (1 if args.quick else 3)
+    args.runs = args.runs or (1 if args.quick else 5)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    # Peer runs take minutes each; the issue asks for medians of at least 3.
+    args.peer_runs = args.peer_runs or min(3, args.runs)
     return args
 
 
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     ctx = Context(quick=args.quick, runs=args.runs, timeout_s=args.timeout, log=log, work=args.work.resolve())
     meta = {"started_at": report.stamp(), "command": report.command_line(), "quick": args.quick, "runs": args.runs,
+            "peer_runs": args.peer_runs,
             "machine": report.machine(), "errors": {}, "assetflow_source_digest": report.source_digest()}
     workloads: list[Workload] = []
     t0 = time.perf_counter()
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         from benchmarks.peers.run import PeerSettings, run_peers
 
         log("peers …")
-        settings = PeerSettings(args.peer_runs or args.runs, args.peer_timeout, args.quick, log,
+        settings = PeerSettings(args.peer_runs, args.peer_timeout, args.quick, log,
                                 [Path(p) for p in args.peer_venv])
         meta["peers"] = run_peers(measurements, settings)
     if args.profile:

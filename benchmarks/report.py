@@ -141,7 +141,7 @@ def markdown(workloads: list[Workload], meta: dict[str, Any], command: str) -> s
              f"Measured {meta['finished_at'][:10]} on {meta['machine']['nproc']} CPUs "
              f"({_cpu_model(meta['machine']['lscpu'])}), {_memory(meta['machine']['memory'])} RAM, "
              f"Python {meta['machine']['versions'].get('python')}; every figure is the median of "
-             f"{meta['runs']} runs, each in a fresh process. Reproduce with:", "", "```sh", command, "```", "",
+             f"{meta['runs']} runs (peers: {meta.get('peer_runs', meta['runs'])}), each in a fresh process. Reproduce with:", "", "```sh", command, "```", "",
              "| workload | measurement | assetflow | per item | peak RSS | target | Dagster | Prefect |",
              "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
     for wl in workloads:
