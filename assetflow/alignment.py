@@ -10,6 +10,8 @@ numbered here with one Arrow ``index_in`` per column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -46,32 +48,46 @@ def _scatter(layout: Layout, gid: np.ndarray) -> pa.Array:
     return numbers(position, mask=position < 0)
 
 
+def _head_columns(layout: Layout, heads: pa.Table) -> Callable[[str], pa.ChunkedArray]:
+    """Each heads column laid out by global id. When every id has a head (a populated store: the
+    common case) the store's ordered rows already are that layout, and columns are used as they came
+    instead of copied (tens of MB of strings on 10^5 partitions)."""
+    gid = to_numpy(heads.column("gid"))
+    start = len(gid) - layout.size  # ids the catalogue does not know (-1) sort first
+    if start >= 0 and np.array_equal(gid[start:], np.arange(layout.size)):
+        rows = heads.slice(start)
+        return rows.column
+    take = _scatter(layout, gid)
+    return lambda name: heads.column(name).take(take)
+
+
 def align_records(layout: Layout, snapshot: StoreSnapshot, source_versions: pa.Table | None,
                   present_paths: frozenset[str]) -> pa.Table:
     """One row per global id: the head's record (nulls when none), the current data version (a
     source's observation for sources), and whether the recorded value is still stored."""
-    heads = snapshot.heads
-    take = _scatter(layout, to_numpy(heads.column("gid")))
-    mat_id = heads.column("mat_id").take(take)
+    column = _head_columns(layout, snapshot.heads)
+    mat_id = column("mat_id")
     recorded = pc.is_valid(mat_id)
-    path = heads.column("path").take(take)
+    path = column("path")
     # A recorded value of None has no path and nothing to lose; any other path must still be stored.
     stored = pc.is_in(path, value_set=strings(list(present_paths)))
     present = fill_null(pc.or_kleene(pc.is_null(path), stored), False)
-    data_version = pc.if_else(recorded, heads.column("data_version").take(take), pa.nulls(layout.size, pa.string()))
+    data_version = column("data_version")
+    if mat_id.null_count:  # partitions without a head, or whose every attempt failed, have no version
+        data_version = pc.if_else(recorded, data_version, pa.nulls(layout.size, pa.string()))
     if source_versions is not None and source_versions.num_rows:
         observed = source_versions.column("version").take(
             _scatter(layout, global_ids(layout, source_versions.column("source"), source_versions.column("partition"))))
         data_version = pc.if_else(recorded, data_version, observed)
     return pa.table({
         "recorded": recorded,
-        "failed": fill_null(heads.column("failed").take(take), False),
-        "code_version": heads.column("code_version").take(take),
-        "config_hash": heads.column("config_hash").take(take),
+        "failed": fill_null(column("failed"), False),
+        "code_version": column("code_version"),
+        "config_hash": column("config_hash"),
         "data_version": data_version,
         "path": path,
-        "format": heads.column("format").take(take),
-        "materialized_at": heads.column("materialized_at").take(take),
+        "format": column("format"),
+        "materialized_at": column("materialized_at"),
         "present": present,
     })
 

@@ -211,8 +211,8 @@ def _records(aligned: pa.Table, versions: tuple[pa.Array, pa.Array], nodes: np.n
         recorded=_np(aligned.column("recorded")),
         failed=_np(aligned.column("failed")),
         artifact_present=_np(aligned.column("present")),
-        code_version=aligned.column("code_version").combine_chunks(),
-        config_hash=aligned.column("config_hash").combine_chunks(),
+        code_version=aligned.column("code_version"),
+        config_hash=aligned.column("config_hash"),
     )
     return records, Current(versions[0], versions[1], nodes)
 
@@ -242,7 +242,7 @@ def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table,
     """Run the rebuilder over every global id at once."""
     up = _np(pairs.column("up"))
     # A null index takes a null: recorded inputs whose upstream no longer exists have no current version.
-    current = pc.take(aligned.column("data_version"), numbers(up, mask=up < 0)).combine_chunks()
+    current = pc.take(aligned.column("data_version"), numbers(up, mask=up < 0))
     records, versions = _records(aligned, versions, layout.node_of(np.arange(layout.size)))
     verdict = why_stale(records, versions, _input_pairs(layout, pairs, _np(pairs.column("down")), current))
     return verdict.reasons, (verdict.cause_target, verdict.cause_upstream, verdict.cause_reason)

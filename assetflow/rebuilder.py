@@ -53,8 +53,8 @@ class Records:
     recorded: np.ndarray  # bool: a successful materialization exists
     failed: np.ndarray  # bool: the latest final attempt failed
     artifact_present: np.ndarray  # bool: the recorded value is still in the data store
-    code_version: pa.Array  # recorded code version (null when none)
-    config_hash: pa.Array
+    code_version: pa.Array | pa.ChunkedArray  # recorded code version (null when none)
+    config_hash: pa.Array | pa.ChunkedArray
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +105,13 @@ def _differs(recorded: pa.Array | pa.ChunkedArray, current: pa.Array | pa.Chunke
     return ~_mask(pc.or_kleene(fill_null(equal, False), both_null))
 
 
-def _differs_from_asset(recorded: pa.Array, per_asset: pa.Array, asset: np.ndarray) -> np.ndarray:
-    """Element-wise ``recorded IS DISTINCT FROM per_asset[asset]``, compared as dictionary codes: a
-    store holds few distinct code versions, so this is integer work however many partitions."""
-    encoded = pc.dictionary_encode(recorded)
-    codes = to_numpy(fill_null(encoded.indices, -1))
-    wanted = to_numpy(fill_null(pc.index_in(per_asset, value_set=encoded.dictionary), -2))
-    wanted = np.where(_mask(pc.is_null(per_asset)), -1, wanted)  # null now and null recorded: equal
+def _differs_from_asset(recorded: pa.Array | pa.ChunkedArray, per_asset: pa.Array, asset: np.ndarray) -> np.ndarray:
+    """Element-wise ``recorded IS DISTINCT FROM per_asset[asset]``, compared as codes into the few
+    distinct current versions: one hash lookup per row, and integer work after that however many
+    partitions (assets may share a version, so codes index the distinct values, not the assets)."""
+    distinct = pc.unique(per_asset)
+    codes = to_numpy(fill_null(pc.index_in(recorded, value_set=distinct), -1))
+    wanted = to_numpy(pc.index_in(per_asset, value_set=distinct))  # every value is in its own uniques
     return codes != wanted[asset]
 
 
