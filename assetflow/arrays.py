@@ -125,6 +125,8 @@ def to_numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     (pyarrow's own ``to_numpy`` goes through the same pandas check). Integers and floats are a
     read-only view, booleans a new array; anything else falls back to pyarrow."""
     if isinstance(values, pa.ChunkedArray):
+        if values.num_chunks == 0:  # pyarrow's combine_chunks of no chunks imports pandas
+            return np.zeros(0, dtype=bool if pa.types.is_boolean(values.type) else _numpy_dtype(values.type))
         values = values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
     type = values.type
     fixed = pa.types.is_integer(type) or pa.types.is_floating(type)

@@ -159,6 +159,14 @@ def test_materialize_stale_building_new_partitions_does_not_import_pandas(materi
     assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
 
 
+def test_the_first_materialize_of_a_project_does_not_import_pandas(materialized: Project) -> None:
+    shutil.rmtree(materialized.root / ".assetflow")  # no store, no values: everything is built anew
+    result, imported = run_probed(materialized, "materialize", "--stale")
+    assert result.returncode == 0, result.describe()
+    assert result.json()["counts"]["materialized"] == 2 * len(DAYS) + 1
+    assert imported == {"pydantic"}, imported  # the result models; neither pandas nor rich
+
+
 def test_materialize_stale_with_nothing_stale_does_not_import_pandas(materialized: Project) -> None:
     result, imported = run_probed(materialized, "materialize", "--stale")
     assert result.returncode == 0, result.describe()
