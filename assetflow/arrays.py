@@ -10,7 +10,7 @@ may well be pandas) still go through pyarrow's own conversion.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -94,9 +94,13 @@ def column(values: Sequence[Any], type: pa.DataType) -> pa.Array:
     return numbers(data, type, mask if mask.any() else None)
 
 
-def table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
-    """``pa.Table.from_pylist(rows, schema)`` for the column types :func:`column` knows."""
-    return pa.table({f.name: column([r.get(f.name) for r in rows], f.type) for f in schema}, schema=schema)
+def table(rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.Table:
+    """A table of ``schema`` from rows given as tuples in the schema's column order (``None`` = null),
+    for the column types :func:`column` knows. Tuples, not dicts: the executor builds one per attempt
+    and input, and transposing them is one ``zip``."""
+    if not rows:
+        return empty(schema)
+    return pa.table({f.name: column(values, f.type) for f, values in zip(schema, zip(*rows))}, schema=schema)
 
 
 def empty(schema: pa.Schema) -> pa.Table:

@@ -7,6 +7,13 @@ read-only, never both. A ``materialize`` that held its connection for the whole 
 other side of a conflict retries for a while (:data:`LOCK_WAIT_S`). Writes are batched (a single-row
 INSERT costs milliseconds) and mutual exclusion between *runs* is a separate file lock (``runlock``).
 
+The one exception is :meth:`LineageStore.held`: opening a DuckDB database costs 15–25 ms (DuckDB 2
+builds its whole function catalogue per instance), as much as the rest of a 200-step run's lineage
+work, so a run keeps its first connection for its operations of the next :data:`HOLD_S` and then
+goes back to short ones. While held, that single connection is *the* connection of this process to
+the file — no cursor or second connection beside it, so DuckDB never checkpoints beside another
+transaction of the same database.
+
 ``heads`` and ``head_inputs`` are derived state kept in the same transaction as the history they
 summarize, so planning never scans history: the planner's snapshot is two scans, however many runs
 came before.
@@ -36,6 +43,9 @@ from .errors import StoreError
 SCHEMA_VERSION = 2
 _IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
+HOLD_S = 1.0
+"""How long a run keeps the store file open across its operations (see :meth:`LineageStore.held`):
+the longest another process's ``status`` waits for a short run, beyond one operation."""
 
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -62,16 +72,22 @@ CREATE TABLE IF NOT EXISTS observations (
     PRIMARY KEY (source, partition));
 """
 
+# The tables a version-1 store lacks; a new file gets them with the rest in one go (``_SCHEMA``).
+_HEAD_INPUTS = """
+CREATE TABLE IF NOT EXISTS head_inputs (
+    asset VARCHAR, partition VARCHAR, up_asset VARCHAR, up_partition VARCHAR, data_version VARCHAR);
+"""
+
 # Migrations from version N to N+1, applied in order inside one transaction.
 _MIGRATIONS: dict[int, str] = {
     # 2: the inputs of current heads get their own table, so planning never joins history.
-    1: """
-CREATE TABLE head_inputs (
-    asset VARCHAR, partition VARCHAR, up_asset VARCHAR, up_partition VARCHAR, data_version VARCHAR);
+    1: _HEAD_INPUTS + """
 INSERT INTO head_inputs SELECT h.asset, h.partition, i.up_asset, i.up_partition, i.data_version
     FROM heads h JOIN inputs i ON i.mat_id = h.mat_id;
 """,
 }
+_SCHEMA = _SCHEMA_V1 + _HEAD_INPUTS
+"""Every table of the current schema version, for a file this process has just created."""
 
 ATTEMPT_SCHEMA = pa.schema([
     ("mat_id", pa.int64()), ("run_id", pa.string()), ("asset", pa.string()), ("partition", pa.string()),
@@ -226,8 +242,33 @@ def _is_lock_conflict(exc: Exception) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text or "database is locked" in text
 
 
+class _Hold:
+    """The one connection a run of this process keeps to a store file (see :meth:`LineageStore.held`).
+    Read and changed under ``_IN_PROCESS`` only."""
+
+    __slots__ = ("con", "released", "error")
+
+    def __init__(self) -> None:
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.released = False  # once true, operations open their own short connections again
+        self.error: BaseException | None = None  # why opening ahead failed: raised by the first operation
+
+    def release(self) -> None:
+        """Close the connection for good (the run ended, or its time is up, or an operation failed)."""
+        with _IN_PROCESS:
+            self.released = True
+            con, self.con = self.con, None
+            if con is not None:
+                con.close()  # rolls back a transaction an operation left open; checkpoints otherwise
+
+
+_HOLDS: dict[str, _Hold] = {}
+"""Held store files by absolute path; read and changed under ``_IN_PROCESS``."""
+
+
 class LineageStore:
-    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection."""
+    """A DuckDB lineage file. Cheap to construct; every method opens and closes its own connection,
+    except while a run holds the file (:meth:`held`)."""
 
     def __init__(self, path: str | os.PathLike[str], *, lock_wait_s: float = LOCK_WAIT_S,
                  on_commit: Callable[[LineageStore], None] | None = None) -> None:
@@ -236,6 +277,43 @@ class LineageStore:
         # Called after every committed write with the file closed (remote state uploads a checkpoint).
         self.on_commit = on_commit
         self._schema_ready = False
+        # True during the one operation that created the file: its heads are known to be empty.
+        self._created = False
+
+    @contextmanager
+    def held(self, linger_s: float = HOLD_S) -> Iterator[None]:
+        """Within this block, this process's operations on the file share one connection for at most
+        ``linger_s`` (then each opens its own again, so another process's ``status`` waits at most
+        that long for a long run). A run shorter than that opens the file once instead of two or more
+        times. The connection is opened (and the schema created) at once on a background thread —
+        DuckDB does that without the GIL — so it overlaps the caller's own work until the first
+        operation needs it. Enter only with the right to write (a run holds the run lock). Not for
+        stores that upload after every commit: they need the file closed."""
+        key = os.path.abspath(self.path)
+        with _IN_PROCESS:
+            hold = None if self.on_commit is not None or key in _HOLDS else _HOLDS.setdefault(key, _Hold())
+        if hold is None:
+            yield
+            return
+        threading.Thread(target=self._open_ahead, args=(hold,), name="assetflow-store-open", daemon=True).start()
+        timer = threading.Timer(linger_s, hold.release)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            with _IN_PROCESS:
+                hold.release()
+                del _HOLDS[key]
+
+    def _open_ahead(self, hold: _Hold) -> None:
+        with _IN_PROCESS:
+            if hold.con is None and not hold.released:
+                try:
+                    hold.con = self._open_for_hold()
+                except BaseException as exc:  # the first operation reports it, as if it had opened
+                    hold.error = exc
 
     def exists(self) -> bool:
         """Whether the store file has been created."""
@@ -247,11 +325,19 @@ class LineageStore:
         connections are taken one at a time: DuckDB's instance cache is not safe when threads open and
         close connections to one file concurrently (the background recorder and the caller would)."""
         with _IN_PROCESS:
-            with self._connect(write=write) as con:
-                yield con
+            try:
+                with self._connect(write=write) as con:
+                    yield con
+            finally:
+                self._created = False  # only the operation that created the file may rely on it
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        hold = _HOLDS.get(os.path.abspath(self.path)) if _HOLDS else None
+        if hold is not None and not hold.released:
+            with self._held(hold) as con:
+                yield con
+            return
         if self.path.is_dir():
             raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
         if write:
@@ -274,7 +360,38 @@ class LineageStore:
         if write and self.on_commit is not None:
             self.on_commit(self)
 
+    @contextmanager
+    def _held(self, hold: _Hold) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An operation on the held connection (opened ahead, or else by the first operation)."""
+        if hold.error is not None:
+            error, hold.error = hold.error, None
+            hold.release()
+            raise error
+        if hold.con is None:
+            hold.con = self._open_for_hold()
+        try:
+            yield hold.con
+        except BaseException:
+            # Whatever the operation left half done is rolled back with the connection; the hold ends.
+            hold.release()
+            raise
+
+    def _open_for_hold(self) -> duckdb.DuckDBPyConnection:
+        if self.path.is_dir():
+            raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open(read_only=False)
+        try:
+            self._ensure_schema(con)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if not read_only and not self.path.exists():
+            self._created = True
+            self._schema_ready = False
         deadline = time.monotonic() + self.lock_wait_s
         pause = 0.005
         while True:
@@ -306,6 +423,13 @@ class LineageStore:
         self._schema_ready = True
 
     def _ensure_schema_now(self, con: duckdb.DuckDBPyConnection) -> None:
+        if self._created:  # a file this operation just created: nothing to inspect or migrate (idempotent
+            # all the same, for a writer racing us without the run lock)
+            _sql(con, "BEGIN")
+            _sql(con, _SCHEMA)
+            _sql(con, "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            _sql(con, "COMMIT")
+            return
         tables = {r[0] for r in _sql(con, "SELECT table_name FROM information_schema.tables")}
         if "meta" in tables:
             version = int(_sql(con, "SELECT value FROM meta WHERE key = 'schema_version'")[0][0])
@@ -359,13 +483,17 @@ class LineageStore:
             )
             base = _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
             _sql(con, "COMMIT")
+            if self._created:  # this very operation created the file: no heads yet, no need to ask
+                self._created = False
+                return int(base), StoreSnapshot.empty(catalogue)
             return int(base), _read_snapshot(con, catalogue)
 
     def write(self, batch: Batch, *, finish: RunEnd | None = None) -> None:
         """Append a batch of attempts, inputs and check results, and move heads, in one transaction —
         which also closes the run when ``finish`` is given (a run's last batch and its end commit together).
 
-        Called only after every value the batch points at is durable in the data store.
+        Called only after every value the batch points at is durable in the data store, with at most
+        one ``materialized`` attempt per (asset, partition).
         """
         outcomes = set(batch.attempts.column("outcome").to_pylist())
         with self.connect(write=True) as con:
@@ -404,13 +532,14 @@ class LineageStore:
 
     @staticmethod
     def _move_heads(con: duckdb.DuckDBPyConnection, with_inputs: bool) -> None:
-        """The newest success of each partition in the batch becomes its head; head_inputs follows it,
-        so a snapshot never joins history."""
+        """The success of each partition in the batch becomes its head; head_inputs follows it, so a
+        snapshot never joins history. A batch holds at most one success per partition (a run
+        materializes each pair once); were there two, DuckDB would refuse the upsert rather than pick
+        one, and the window that used to pick the newest cost more than the rest of the upsert."""
         _sql(con,
             "INSERT INTO heads SELECT asset, partition, mat_id, code_version, config_hash, data_version, path, "
-            "format, started_at + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)), run_id, false FROM ("
-            "  SELECT *, row_number() OVER (PARTITION BY asset, partition ORDER BY mat_id DESC) AS rn "
-            "  FROM b_attempts WHERE outcome = 'materialized') WHERE rn = 1 "
+            "format, started_at + to_microseconds(CAST(duration_s * 1e6 AS BIGINT)), run_id, false "
+            "FROM b_attempts WHERE outcome = 'materialized' "
             "ON CONFLICT (asset, partition) DO UPDATE SET mat_id = excluded.mat_id, "
             "code_version = excluded.code_version, config_hash = excluded.config_hash, "
             "data_version = excluded.data_version, path = excluded.path, format = excluded.format, "

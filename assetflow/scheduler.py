@@ -55,6 +55,20 @@ class StepReport:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One upstream edge of an asset, resolved once per run for every step of that asset."""
+
+    upstream: str
+    up_first: int  # global id of the upstream's first partition
+    up_keys: tuple[str, ...]
+    source: SourceDef | None
+    param: str | None  # None: order-only
+    many: bool  # the parameter receives {partition: value}
+    indptr: list[int]  # the upstream indices of downstream index i are ups[indptr[i]:indptr[i + 1]]
+    ups: list[int]
+
+
 @dataclass(slots=True)
 class _Unit:
     gids: list[int]
@@ -69,12 +83,12 @@ class _Unit:
 
 
 class _Buffer:
-    """Lineage rows waiting for the next batched write."""
+    """Lineage rows waiting for the next batched write, as tuples in their schema's column order."""
 
     def __init__(self) -> None:
-        self.attempts: list[dict[str, Any]] = []
-        self.inputs: list[dict[str, Any]] = []
-        self.checks: list[dict[str, Any]] = []
+        self.attempts: list[tuple[Any, ...]] = []
+        self.inputs: list[tuple[Any, ...]] = []
+        self.checks: list[tuple[Any, ...]] = []
 
     def __len__(self) -> int:
         return len(self.attempts) + len(self.inputs)
@@ -137,9 +151,12 @@ class Coordinator:
         up = np.concatenate(ups) if ups else np.zeros(0, np.int64)
         keep = down != up
         pairs = np.unique(np.stack([up[keep], down[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
-        self.pending = np.bincount(pairs[:, 1], minlength=len(self.units)).astype(np.int64)
-        self.child_ptr = np.searchsorted(pairs[:, 0], np.arange(len(self.units) + 1))
-        self.children = pairs[:, 1]
+        # Python lists: the loop reads and decrements them one element at a time, which numpy scalars
+        # make several times slower.
+        self.pending: list[int] = np.bincount(pairs[:, 1], minlength=len(self.units)).tolist()
+        self.child_ptr: list[int] = np.searchsorted(pairs[:, 0], np.arange(len(self.units) + 1)).tolist()
+        self.children: list[int] = pairs[:, 1].tolist()
+        self._inputs: dict[str, tuple[_Input, ...]] = {}
 
     # ---- main loop ----------------------------------------------------------------------------------
 
@@ -163,7 +180,7 @@ class Coordinator:
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
         try:
-            for index in np.flatnonzero(self.pending == 0).tolist():
+            for index in [i for i, count in enumerate(self.pending) if count == 0]:
                 self._make_ready(index)
             while self.remaining:
                 if self._interrupted:
@@ -310,9 +327,8 @@ class Coordinator:
             for gid, stored in zip(unit.gids, result.stored):
                 self.produced[gid] = (stored.data_version, stored.path, stored.format)
                 mat_id = self._row(unit, gid, "materialized", result, stored=stored)
-                for down, up_asset, up_key, dv in unit.consumed:
-                    if down == gid:
-                        self.buffer.inputs.append({"mat_id": mat_id, "up_asset": up_asset, "up_partition": up_key, "data_version": dv})
+                self.buffer.inputs.extend((mat_id, up_asset, up_key, dv) for down, up_asset, up_key, dv in unit.consumed
+                                          if down == gid)
                 self._report(unit, gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
             self._checks(result)
             self._finish(index)
@@ -334,14 +350,12 @@ class Coordinator:
         for c in result.checks:
             self.check_results.append({"asset": self.graph.defs.checks[c.name].asset, "partition": external(c.partition),
                                        "check": c.name, "passed": c.passed, "blocking": c.blocking, "error": c.error})
-            self.buffer.checks.append({
-                "run_id": self.run_id, "asset": self.graph.defs.checks[c.name].asset, "partition": c.partition,
-                "check_name": c.name, "passed": c.passed, "blocking": c.blocking, "error": c.error,
-                "metadata": json.dumps(dict(c.metadata), default=str), "checked_at": at,
-            })
+            self.buffer.checks.append((  # CHECK_SCHEMA order
+                self.run_id, self.graph.defs.checks[c.name].asset, c.partition, c.name, c.passed, c.blocking,
+                c.error, json.dumps(dict(c.metadata), default=str), at))
 
     def _fail_downstream(self, index: int, outcome: str) -> None:
-        todo = list(self.children[self.child_ptr[index]:self.child_ptr[index + 1]].tolist())
+        todo = self.children[self.child_ptr[index]:self.child_ptr[index + 1]]
         while todo:
             child = todo.pop()
             unit = self.units[child]
@@ -352,14 +366,15 @@ class Coordinator:
                 self._row(unit, gid, "upstream_failed", None)
             self.pending[child] = -1  # never becomes ready
             self.remaining -= 1
-            todo.extend(self.children[self.child_ptr[child]:self.child_ptr[child + 1]].tolist())
+            todo.extend(self.children[self.child_ptr[child]:self.child_ptr[child + 1]])
 
     def _finish(self, index: int) -> None:
         self.remaining -= 1
-        for child in self.children[self.child_ptr[index]:self.child_ptr[index + 1]].tolist():
-            if self.pending[child] > 0:
-                self.pending[child] -= 1
-                if self.pending[child] == 0:
+        pending = self.pending
+        for child in self.children[self.child_ptr[index]:self.child_ptr[index + 1]]:
+            if pending[child] > 0:
+                pending[child] -= 1
+                if pending[child] == 0:
                     self._make_ready(child)
         if self.progress is not None:
             self.progress(len(self.reports), len(self.plan.step_gids))
@@ -373,17 +388,20 @@ class Coordinator:
         mat_id = self._next_mat_id
         self._next_mat_id += 1
         key = self.layout.keys[unit.asset][gid - unit.first]
-        self.buffer.attempts.append({
-            "mat_id": mat_id, "run_id": self.run_id, "asset": unit.asset, "partition": key, "attempt": unit.attempt,
-            "outcome": outcome, "started_at": unit.started_at or self.clock.now(),
-            "duration_s": result.duration_s if result else 0.0, "error": result.error if result else None,
-            "traceback": result.traceback if result else None, "logs": result.logs if result else None,
-            "code_version": self.code_versions.get(unit.asset), "config_hash": self.config_hashes.get(unit.asset),
-            "data_version": stored.data_version if stored else data_version,
-            "path": stored.path if stored else None, "format": stored.format if stored else None,
-            "size": stored.size if stored else None,
-            "metadata": json.dumps(dict(result.metadata), default=str) if result and result.metadata else None,
-        })
+        asset, started = unit.asset, unit.started_at or self.clock.now()
+        code_version, config_hash = self.code_versions.get(asset), self.config_hashes.get(asset)
+        if stored is not None:
+            data_version, path, fmt, size = stored.data_version, stored.path, stored.format, stored.size
+        else:
+            path = fmt = size = None
+        if result is None:
+            duration, error, trace, logs, metadata = 0.0, None, None, None, None
+        else:
+            duration, error, trace, logs = result.duration_s, result.error, result.traceback, result.logs
+            metadata = json.dumps(dict(result.metadata), default=str) if result.metadata else None
+        self.buffer.attempts.append((  # ATTEMPT_SCHEMA order
+            mat_id, self.run_id, asset, key, unit.attempt, outcome, started, duration, error, trace, logs,
+            code_version, config_hash, data_version, path, fmt, size, metadata))
         return mat_id
 
     # ---- tasks --------------------------------------------------------------------------------------
@@ -404,44 +422,57 @@ class Coordinator:
         got = self.produced.get(gid)
         return got if got is not None else self._recorded(gid)
 
+    def _inputs_of(self, name: str) -> tuple[_Input, ...]:
+        """The upstream edges of ``name``, resolved once per run (every step of the asset reuses them)."""
+        found = self._inputs.get(name)
+        if found is None:
+            layout, asset = self.layout, self.graph.nodes[name]
+            found = []
+            for ge in layout.edges[name]:
+                upstream = self.graph.nodes[ge.edge.upstream]
+                # A single-run range receives every partition of its range, so even a one-to-one input
+                # arrives as {partition: value}.
+                many = ge.edge.mapping.many(asset.partitions, upstream.partitions) or (
+                    asset.backfill == "single_run" and upstream.partitions is not None)
+                found.append(_Input(
+                    upstream.name, layout.span(upstream.name)[0], layout.keys[upstream.name],
+                    upstream if isinstance(upstream, SourceDef) else None, ge.edge.param, many,
+                    ge.local.indptr.tolist(), ge.local.up.tolist()))
+            found = self._inputs[name] = tuple(found)
+        return found
+
     def _task(self, unit: _Unit) -> tuple[StepTask, str | None]:
-        layout = self.layout
-        first, _ = layout.span(unit.asset)
-        unit.consumed = []
+        first, current = unit.first, self._current
+        consumed: list[tuple[int, str, str, str | None]] = []
+        unit.consumed = consumed
         inputs = []
         missing = None
-        for ge in layout.edges[unit.asset]:
-            upstream = self.graph.nodes[ge.edge.upstream]
-            up_first, _ = layout.span(upstream.name)
-            up_keys = layout.keys[upstream.name]
-            wanted: set[int] = set()
+        for edge in self._inputs_of(unit.asset):
+            up_first, up_keys, indptr, ups = edge.up_first, edge.up_keys, edge.indptr, edge.ups
+            wanted: list[int] = []
             for gid in unit.gids:
-                for local_up in ge.local.upstream_of(gid - first).tolist():
-                    up_gid = up_first + local_up
-                    dv = self._current(up_gid)[0]
-                    key = up_keys[local_up]
-                    unit.consumed.append((gid, upstream.name, key, dv))
-                    wanted.add(up_gid)
+                local = gid - first
+                for local_up in ups[indptr[local]:indptr[local + 1]]:
+                    dv = current(up_first + local_up)[0]
+                    consumed.append((gid, edge.upstream, up_keys[local_up], dv))
+                    wanted.append(local_up)
                     if dv is None and missing is None:
-                        missing = f"input '{upstream.name}' partition {external(key)!r} has no value" if not upstream.is_source \
-                            else f"source '{upstream.name}' partition {external(key)!r} is absent"
-            if ge.edge.param is None:
+                        what = f"source '{edge.upstream}'" if edge.source else f"input '{edge.upstream}'"
+                        missing = f"{what} partition {external(up_keys[local_up])!r} " + (
+                            "is absent" if edge.source else "has no value")
+            if edge.param is None:
                 continue
             entries = []
-            for up_gid in sorted(wanted):
-                key = up_keys[up_gid - up_first]
-                if isinstance(upstream, SourceDef):
-                    entries.append((key, upstream.path_for(key or None) if upstream.path else key, None))
+            for local_up in sorted(set(wanted)):
+                key = up_keys[local_up]
+                if edge.source is not None:
+                    entries.append((key, edge.source.path_for(key or None) if edge.source.path else key, None))
                 else:
-                    _, path, fmt = self._current(up_gid)
+                    _, path, fmt = current(up_first + local_up)
                     entries.append((key, path, fmt))
-            asset = self.graph.nodes[unit.asset]
-            # A single-run range receives every partition of its range, so even a one-to-one input
-            # arrives as {partition: value}.
-            many = ge.edge.mapping.many(asset.partitions, upstream.partitions) or (
-                asset.backfill == "single_run" and upstream.partitions is not None)
-            inputs.append(InputSpec(ge.edge.param, upstream.name, many, upstream.is_source, tuple(entries)))
-        partitions = tuple(layout.keys[unit.asset][g - first] for g in unit.gids)
+            inputs.append(InputSpec(edge.param, edge.upstream, edge.many, edge.source is not None, tuple(entries)))
+        keys = self.layout.keys[unit.asset]
+        partitions = tuple(keys[g - first] for g in unit.gids)
         task = StepTask(unit.asset, partitions, self.run_id, unit.attempt, tuple(inputs), self.config.get(unit.asset), self.values)
         return task, missing
 

@@ -24,12 +24,13 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import pickle
 import re
+import secrets
 import stat
-import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -158,10 +159,13 @@ class ValueStore:
             raise StoreError(f"unknown value format {format!r} for {path} in data root {self.url}")
         full = self._full(path)
         with self._os_errors("read", path, missing_is_absent=True):
-            with self._open_for_read(full) as source:
-                if _EXTENSION[format] == "parquet":
-                    return _frame_from_table(pq.read_table(source), format)
-                data = source.read()
+            if _EXTENSION[format] != "parquet" and self._is_local():
+                data = _read_local(full)
+            else:
+                with self._open_for_read(full) as source:
+                    if _EXTENSION[format] == "parquet":
+                        return _frame_from_table(pq.read_table(source), format)
+                    data = source.read()
         return data if format == "bytes" else pickle.loads(data)
 
     def exists(self, path: str) -> bool:
@@ -286,14 +290,14 @@ class ValueStore:
         """Write ``encoded`` so that ``full`` either does not exist or holds all of it; return the size."""
         mode = self._write_mode()
         if mode == "local":
-            return _write_local_atomically(full, lambda sink: _write_encoded(encoded, sink))
+            return _write_local_atomically(full, encoded)
         data = _to_bytes(encoded)
         fs = self._filesystem()
         if mode == "direct":
             fs.pipe_file(full, data)  # one PUT (or multipart upload): visible only once complete
             return len(data)
         folder, name = full.rsplit("/", 1)
-        temp = f"{folder}/{TEMP_PREFIX}{uuid.uuid4().hex}-{name}"
+        temp = _temp_name(folder, name)
         fs.makedirs(folder, exist_ok=True)  # filesystems with real folders need them to exist
         try:
             fs.pipe_file(temp, data)
@@ -384,13 +388,6 @@ def _write_parquet(table: pa.Table, sink: pa.NativeFile) -> None:
     pq.write_table(table, sink, use_compliant_nested_type=False)
 
 
-def _write_encoded(encoded: _Encoded, sink: pa.NativeFile) -> None:
-    if isinstance(encoded, pa.Table):
-        _write_parquet(encoded, sink)
-    else:
-        sink.write(encoded)
-
-
 def _to_bytes(encoded: _Encoded) -> bytes:
     """Serialize fully in memory: object-store uploads need the whole body (or parts) up front."""
     if not isinstance(encoded, pa.Table):
@@ -411,31 +408,95 @@ def _frame_from_table(table: pa.Table, format: str) -> object:
     return table
 
 
-def _write_local_atomically(full: str, write: Callable[[pa.NativeFile], None]) -> int:
+_TEMP_TOKEN = secrets.token_hex(6)
+_TEMP_COUNTER = itertools.count()
+
+
+def _renew_temp_token() -> None:
+    global _TEMP_TOKEN
+    _TEMP_TOKEN = secrets.token_hex(6)
+
+
+os.register_at_fork(after_in_child=_renew_temp_token)  # a forked child must not reuse its parent's names
+
+
+def _temp_name(folder: str, name: str) -> str:
+    """A temp path beside ``name`` that no other writer uses: a per-process random token and a counter
+    (``uuid4`` would cost a ``getrandom`` syscall per value)."""
+    return f"{folder}/{TEMP_PREFIX}{_TEMP_TOKEN}{next(_TEMP_COUNTER):x}-{name}"
+
+
+def _create_exclusive(temp: str, folder: str) -> int:
+    """Open a new file for writing; create its folder only when the open says it is missing (an asset's
+    first value), which saves a syscall or two on every other value."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        return os.open(temp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
+        return os.open(temp, flags, 0o666)
+
+
+def _write_local_atomically(full: str, encoded: _Encoded) -> int:
     """Write via a temp file in the same folder and ``os.replace``; return the size.
 
     A process crash at any point leaves either no file at ``full`` or the complete one, plus perhaps a
     ``.tmp-`` leftover that listings ignore. Durability against power loss is group-committed:
     :meth:`ValueStore.sync` flushes the whole data root once before lineage that points at these
     values is committed (one sync per batch instead of two fsyncs per value).
+
+    Every syscall here releases the GIL, and with several worker threads each one is a chance to
+    wait for it to come back: a small value costs five (create, write, close, rename, and the
+    caller's existence check), not the dozen a general-purpose file object makes.
     """
     folder, name = os.path.split(full)
-    temp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")
+    temp = _temp_name(folder, name)
+    fd = _create_exclusive(temp, folder)
     try:
-        try:
-            sink = pa.OSFile(temp, "wb")  # native writes: no GIL round trip per block
-        except FileNotFoundError:  # the asset's first value: create its folder (only then: two syscalls saved per value)
-            os.makedirs(folder, exist_ok=True)
-            sink = pa.OSFile(temp, "wb")
-        with sink:
-            write(sink)
-        size = os.path.getsize(temp)
+        if isinstance(encoded, pa.Table):
+            # OSFile owns (and closes) the descriptor from here: never close it ourselves after this,
+            # or we might close another thread's reuse of the number.
+            owned, fd = fd, -1
+            with pa.OSFile(owned, "wb") as sink:  # native writes: no GIL round trip per block
+                _write_parquet(encoded, sink)
+                size = sink.tell()
+        else:
+            size = _write_all(fd, encoded)
+            closing, fd = fd, -1
+            os.close(closing)
         os.replace(temp, full)
     except BaseException:
+        if fd >= 0:
+            with suppress(OSError):
+                os.close(fd)
         with suppress(OSError):
             os.unlink(temp)
         raise
     return size
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
+    view = memoryview(data).cast("B")
+    written = 0
+    while written < len(view):
+        written += os.write(fd, view[written:])
+    return written
+
+
+def _read_local(full: str) -> bytes:
+    """The whole file, in four syscalls (open, fstat, read, close)."""
+    fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size)
+        if len(data) == size:
+            return data
+        parts = [data]  # a short read (large files): go on to the end
+        while chunk := os.read(fd, 1 << 24):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _syncfs(path: str) -> None:

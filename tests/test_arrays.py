@@ -203,8 +203,8 @@ TABLES: dict[str, tuple[list[dict[str, Any]], pa.Schema]] = {
 
 
 @pytest.mark.parametrize(("rows", "schema"), list(TABLES.values()), ids=list(TABLES))
-def test_table_is_from_pylist_with_missing_keys_as_nulls(rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    got = arrays.table(rows, schema)
+def test_table_of_tuples_is_from_pylist_with_missing_keys_as_nulls(rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    got = arrays.table([tuple(row.get(f.name) for f in schema) for row in rows], schema)
     expected = pa.Table.from_pylist(rows, schema)
     got.validate(full=True)
     assert got.schema.equals(expected.schema, check_metadata=True)
