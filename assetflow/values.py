@@ -30,7 +30,7 @@ import pickle
 import re
 import secrets
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -483,16 +483,17 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> int:
     return written
 
 
-def _read_local(full: str) -> bytes:
-    """The whole file, in four syscalls (open, fstat, read, close)."""
+def _read_local(full: str, read: Callable[[int, int], bytes] = os.read) -> bytes:
+    """The whole file, in four syscalls (open, fstat, read, close) — more only when a read comes back
+    short (Linux returns at most ~2 GiB per call)."""
     fd = os.open(full, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
     try:
         size = os.fstat(fd).st_size
-        data = os.read(fd, size)
+        data = read(fd, size)
         if len(data) == size:
             return data
-        parts = [data]  # a short read (large files): go on to the end
-        while chunk := os.read(fd, 1 << 24):
+        parts = [data]
+        while chunk := read(fd, 1 << 24):
             parts.append(chunk)
         return b"".join(parts)
     finally:

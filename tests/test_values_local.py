@@ -34,3 +34,42 @@ def test_a_file_url_root_still_goes_through_fsspec(tmp_path: Path) -> None:
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "fsspec imported: True"
+
+
+def test_a_forked_child_names_its_temp_files_apart_from_its_parent() -> None:
+    # Temp names are a per-process token and a counter (no syscall per value): a forked child, whose
+    # counter starts where the parent's was, must still never pick the parent's names.
+    import os
+
+    from assetflow import values
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next name and leave without running pytest's teardown
+        os.write(write_end, values._temp_name("folder", "v.bin").encode())
+        os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 1000).decode()
+    os.waitpid(pid, 0)
+    parent = values._temp_name("folder", "v.bin")
+    assert child.startswith("folder/" + values.TEMP_PREFIX) and parent.startswith("folder/" + values.TEMP_PREFIX)
+    assert child.split("-")[1][:12] != parent.split("-")[1][:12]
+
+
+def test_a_value_read_in_short_pieces_is_read_to_its_end(tmp_path: Path) -> None:
+    # Linux returns at most ~2 GiB per read; the reader goes on until the file's end.
+    import os
+
+    from assetflow import values
+
+    payload = bytes(range(256)) * 40
+    (tmp_path / "v.bin").write_bytes(payload)
+    calls: list[int] = []
+
+    def short(fd: int, n: int) -> bytes:
+        calls.append(n)
+        return os.read(fd, min(n, 1000))
+
+    assert values._read_local(str(tmp_path / "v.bin"), short) == payload
+    assert len(calls) > 10
+    assert values._read_local(str(tmp_path / "v.bin")) == payload

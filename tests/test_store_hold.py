@@ -1,0 +1,158 @@
+"""A run holds its lineage store: one DuckDB open for a short run, released for other processes after
+``HOLD_S``, and no half-done transaction left behind when an operation fails while held."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import assetflow as af
+from assetflow import lineage_store
+from assetflow.errors import StoreError
+from assetflow.lineage_store import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, Catalogue, LineageStore, _sql
+
+from project_kit import load_defs, write_project
+
+T0 = datetime(2024, 1, 5, tzinfo=timezone.utc)
+CATALOGUE = Catalogue.build(["a", "b"], [0, 0], [["2024-01-01", "2024-01-02"]])
+
+PIPELINE = """
+import assetflow as af
+
+@af.asset
+def first() -> bytes:
+    return b"1"
+
+@af.asset
+def second(first: bytes) -> bytes:
+    return first + b"2"
+
+@af.asset
+def third(second: bytes, first: bytes) -> bytes:
+    return second + first
+
+defs = af.Definitions(assets=[first, second, third])
+"""
+
+# Opens the store read-only in a separate process: prints "open" or the lock error's first line.
+PROBE = """
+import sys, duckdb
+try:
+    duckdb.connect(sys.argv[1], read_only=True).close()
+    print("open")
+except duckdb.Error as exc:
+    print(str(exc).splitlines()[0])
+"""
+
+
+def _probe(path: Path) -> str:
+    done = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _success(mat_id: int, asset: str, partition: str, version: str) -> dict:
+    return {"mat_id": mat_id, "run_id": "r1", "asset": asset, "partition": partition, "attempt": 1,
+            "outcome": "materialized", "started_at": T0, "duration_s": 0.1, "code_version": "c1",
+            "data_version": version, "size": 0}
+
+
+def _batch(*attempts: dict) -> Batch:
+    return Batch(pa.Table.from_pylist(list(attempts), ATTEMPT_SCHEMA), INPUT_SCHEMA.empty_table(),
+                 CHECK_SCHEMA.empty_table())
+
+
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every DuckDB database this process opens from here on (the real connect, counted)."""
+    seen: list[str] = []
+    real = duckdb.connect
+
+    def counting(database: str = ":memory:", *args, **kwargs):
+        seen.append(str(database))
+        return real(database, *args, **kwargs)
+
+    monkeypatch.setattr(lineage_store.duckdb, "connect", counting)
+    return seen
+
+
+def test_a_short_run_opens_its_store_once_new_or_existing(tmp_path: Path, opens: list[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSETFLOW_NOW", "2024-01-05T00:00:00Z")
+    write_project(tmp_path, PIPELINE)
+    defs = load_defs(tmp_path)
+    store = tmp_path / "lineage.duckdb"
+
+    first = af.materialize(defs, store=str(store), data=str(tmp_path / "data"))
+    assert first.status == "success" and first.counts["materialized"] == 3
+    assert opens == [str(store)]
+
+    opens.clear()
+    again = af.materialize(defs, store=str(store), data=str(tmp_path / "data"))
+    assert again.counts["materialized"] == 3  # not --stale: everything again, into the existing store
+    assert opens == [str(store)]
+    assert [r["status"] for r in LineageStore(store).runs()] == ["success", "success"]
+
+
+def test_a_held_store_is_released_to_other_processes_after_its_linger_time(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    with store.held(linger_s=0.3):
+        store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+        assert "lock" in _probe(store.path).lower()  # held: another process must wait
+        time.sleep(0.6)
+        assert _probe(store.path) == "open"  # linger time over: the file is closed between operations
+        store.write(_batch(_success(1, "a", "2024-01-01", "v1")))  # later operations open their own
+        assert _probe(store.path) == "open"
+    heads = store.snapshot(CATALOGUE).heads.to_pylist()
+    assert [(h["gid"], h["data_version"]) for h in heads] == [(0, "v1")]
+
+
+def test_an_operation_that_fails_while_held_is_rolled_back_and_ends_the_hold(tmp_path: Path) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    with store.held():
+        store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+        with pytest.raises(RuntimeError, match="midway"):
+            with store.connect(write=True) as con:
+                _sql(con, "BEGIN")
+                _sql(con, "INSERT INTO runs (run_id, status) VALUES ('half', 'running')")
+                raise RuntimeError("midway")
+        # The next operation starts clean: no transaction left open, nothing of the failed one kept.
+        store.write(_batch(_success(1, "a", "2024-01-01", "v1")))
+        assert [r["run_id"] for r in store.runs()] == ["r1"]
+    assert [r["run_id"] for r in store.runs()] == ["r1"]
+
+
+def test_a_store_that_cannot_be_opened_fails_the_first_operation_of_a_hold(tmp_path: Path) -> None:
+    (tmp_path / "s.duckdb").mkdir()
+    store = LineageStore(tmp_path / "s.duckdb")
+    with store.held():
+        with pytest.raises(StoreError, match="is a directory"):
+            store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+
+
+def test_a_new_store_first_written_by_another_operation_is_read_by_the_next_run(tmp_path: Path) -> None:
+    # Only the operation that created the file may take its heads to be empty.
+    for hold in (False, True):
+        store = LineageStore(tmp_path / f"s-{hold}.duckdb")
+        with store.held() if hold else contextlib.nullcontext():
+            store.write(_batch(_success(1, "b", "2024-01-02", "vb")))
+            _, snapshot = store.begin_run("r2", "manual", {}, [], T0, CATALOGUE)
+        assert [(h["gid"], h["data_version"]) for h in snapshot.heads.to_pylist()] == [(3, "vb")], hold
+
+
+def test_store_objects_of_one_file_share_its_hold(tmp_path: Path, opens: list[str]) -> None:
+    path = tmp_path / "s.duckdb"
+    writer, reader = LineageStore(path), LineageStore(path)
+    with writer.held():
+        writer.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+        writer.write(_batch(_success(1, "a", "2024-01-01", "v1")))
+        assert [h["data_version"] for h in reader.heads()] == ["v1"]
+    assert opens == [str(path)]
