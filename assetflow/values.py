@@ -317,19 +317,29 @@ class ValueStore:
         else:
             yield pa.BufferReader(self._filesystem().cat_file(full))
 
-    @contextmanager
-    def _os_errors(self, action: str, path: str, *, missing_is_absent: bool) -> Iterator[None]:
+    def _os_errors(self, action: str, path: str, *, missing_is_absent: bool) -> _OSErrors:
         """Turn filesystem errors into one-line :class:`StoreError`s that name the root URL."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except FileNotFoundError as exc:
-            if missing_is_absent:
-                raise ValueMissingError(f"value {path} is missing from data root {self.url}") from exc
-            raise StoreError(f"cannot {action} {path} in data root {self.url}: {_one_line(exc)}") from exc
-        except OSError as exc:
-            raise StoreError(f"cannot {action} {path} in data root {self.url}: {_one_line(exc)}") from exc
+        return _OSErrors(self.url, action, path, missing_is_absent)
+
+
+class _OSErrors:
+    """The context manager of :meth:`ValueStore._os_errors`: a class, because it wraps every read and
+    write of a value, and a generator-based one costs three times as much to enter and leave."""
+
+    __slots__ = ("url", "action", "path", "missing_is_absent")
+
+    def __init__(self, url: str, action: str, path: str, missing_is_absent: bool) -> None:
+        self.url, self.action, self.path, self.missing_is_absent = url, action, path, missing_is_absent
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc is None or isinstance(exc, StoreError) or not isinstance(exc, OSError):
+            return  # nothing to translate: the exception (if any) goes on as it is
+        if isinstance(exc, FileNotFoundError) and self.missing_is_absent:
+            raise ValueMissingError(f"value {self.path} is missing from data root {self.url}") from exc
+        raise StoreError(f"cannot {self.action} {self.path} in data root {self.url}: {_one_line(exc)}") from exc
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -367,7 +377,7 @@ def _check_local_root(root: str, url: str) -> None:
 def _checked_relative(path: str, url: str) -> str:
     """Reject paths that could escape the root or alias another path ('..', '.', '//', absolute)."""
     parts = path.split("/")
-    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+    if "\\" in path or "" in parts or "." in parts or ".." in parts:  # "" covers '', '/x', 'x/' and 'x//y'
         raise StoreError(f"invalid path {path!r} in data root {url}")
     return path
 

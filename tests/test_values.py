@@ -256,7 +256,8 @@ def test_store_survives_pickling(store: ValueStore) -> None:
     assert clone.put("a", b"from worker").path in store.list_paths(["a"])
 
 
-@pytest.mark.parametrize("path", ["../escape.bin", "/abs.bin", "a/../b.bin", "a//b.bin", ""])
+@pytest.mark.parametrize("path", ["../escape.bin", "/abs.bin", "a/../b.bin", "a//b.bin", "", "a/./b.bin", ".",
+                                  "a\\b.bin", "a/", "..", "./a.bin"])
 def test_paths_outside_the_root_are_refused(store: ValueStore, path: str) -> None:
     with pytest.raises(StoreError, match="invalid path"):
         store.get(path, "bytes")
