@@ -473,20 +473,19 @@ class LineageStore:
         Called under the run lock; returns the first free materialization id for this run and the
         snapshot to plan it from (read on the same connection: one open instead of two)."""
         with self.connect(write=True) as con:
+            new = self._created  # this very operation created the file: no runs, attempts or heads to ask about
             _sql(con, "BEGIN")
-            _sql(con, "UPDATE runs SET status = 'crashed', finished_at = ? WHERE status = 'running'", [started_at])
+            if not new:
+                _sql(con, "UPDATE runs SET status = 'crashed', finished_at = ? WHERE status = 'running'", [started_at])
             _sql(con,
                 "INSERT INTO runs (run_id, kind, status, tags, selection, started_at, pid, host) "
                 "VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
                 [run_id, kind, json.dumps(tags, sort_keys=True), json.dumps(list(selection)), started_at,
                  os.getpid(), os.uname().nodename],
             )
-            base = _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
+            base = 1 if new else _sql(con, "SELECT coalesce(max(mat_id), 0) + 1 FROM materializations")[0][0]
             _sql(con, "COMMIT")
-            if self._created:  # this very operation created the file: no heads yet, no need to ask
-                self._created = False
-                return int(base), StoreSnapshot.empty(catalogue)
-            return int(base), _read_snapshot(con, catalogue)
+            return int(base), StoreSnapshot.empty(catalogue) if new else _read_snapshot(con, catalogue)
 
     def write(self, batch: Batch, *, finish: RunEnd | None = None) -> None:
         """Append a batch of attempts, inputs and check results, and move heads, in one transaction —
