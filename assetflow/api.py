@@ -23,7 +23,7 @@ from .executors import Executor, ThreadExecutor
 from .gcpause import gc_paused, without_gc_pauses
 from .graph import AssetGraph
 from .layout import Layout
-from .lineage_store import Catalogue, LineageStore, RunEnd, StoreSnapshot
+from .lineage_store import LineageStore, RunEnd, StoreSnapshot
 from .planner import Observed, Plan, PlanRequest, plan as make_plan
 from .ranges import parse_partition_filters, select_partitions, unmatched_filters
 from .state import LocalState, RemoteState, open_state
@@ -99,17 +99,17 @@ def code_versions(graph: AssetGraph) -> dict[str, str]:
 
 
 @without_gc_pauses
-def observe(project: Project, config: ConfigSource = None, *,
-            read_store: Callable[[Catalogue], StoreSnapshot] | None = None) -> tuple[Observed, dict[str, Any]]:
-    """Read everything the planner needs (code, config, store snapshot, values present, sources).
+def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSnapshot | None = None,
+            versions: Mapping[str, str] | None = None) -> tuple[Observed, dict[str, Any]]:
+    """Read everything the planner needs (code, config, store snapshot, values present, sources);
+    ``snapshot`` and ``versions`` when the caller has read them already.
 
-    Code and config come first: a run's store is still opening in the background meanwhile. The store
-    (``read_store``, by default a plain snapshot) is read before the values are listed: a value is
-    written before the lineage that names it, so a head read first is never missing from the listing.
+    The store is read before the values are listed: a value is written before the lineage that names
+    it, so a head read first is never missing from the listing.
     """
     instances, hashes = bind_config(project.graph, read_config(config))
-    versions = code_versions(project.graph)
-    snapshot = (read_store or project.store.snapshot)(project.layout.catalogue)
+    versions = versions if versions is not None else code_versions(project.graph)
+    snapshot = snapshot if snapshot is not None else project.store.snapshot(project.layout.catalogue)
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
     sources = observe_sources(project.graph.sources(), project.now)
     return Observed(snapshot, versions, hashes, present, sources), instances
@@ -203,17 +203,13 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
          progress: Callable[[int, int], None] | None, on_plan: Callable[[Plan], None] | None) -> RunResult:
     """Record, plan, execute and record the end of one run (under the run lock)."""
     from .results import RunResult, StepResultModel  # pydantic: imported by the commands that return models
+    # Code versions first: the store is still opening in the background meanwhile (LineageStore.held).
+    versions = code_versions(project.graph)
     # Under the lock, the run is recorded and the store read in one go: another run may have
     # finished while we waited for it.
-    began: list[int] = []
-
-    def begin(catalogue: Catalogue) -> StoreSnapshot:
-        mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now(), catalogue)
-        began.append(mat_id_base)
-        return snapshot
-
-    observed, instances = observe(project, config, read_store=begin)
-    mat_id_base = began[0]
+    mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now(),
+                                            project.layout.catalogue)
+    observed, instances = observe(project, config, snapshot=snapshot, versions=versions)
     the_plan = make_plan(project.layout, observed, request)
     if on_plan is not None:
         on_plan(the_plan)

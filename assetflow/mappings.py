@@ -41,10 +41,6 @@ class EdgePairs:
     unsatisfied: np.ndarray
     indptr: np.ndarray  # CSR offsets: the pairs of downstream i are [indptr[i], indptr[i+1])
 
-    def upstream_of(self, down_index: int) -> np.ndarray:
-        """Upstream indices consumed by one downstream partition, in partition order."""
-        return self.up[self.indptr[down_index]:self.indptr[down_index + 1]]
-
 
 def _pairs(down: np.ndarray, up: np.ndarray, n_down: int, unsatisfied: np.ndarray | None = None) -> EdgePairs:
     order = np.lexsort((up, down))

@@ -457,9 +457,9 @@ class Coordinator:
                     consumed.append((gid, edge.upstream, up_keys[local_up], dv))
                     wanted.append(local_up)
                     if dv is None and missing is None:
-                        what = f"source '{edge.upstream}'" if edge.source else f"input '{edge.upstream}'"
-                        missing = f"{what} partition {external(up_keys[local_up])!r} " + (
-                            "is absent" if edge.source else "has no value")
+                        key = external(up_keys[local_up])
+                        missing = (f"source '{edge.upstream}' partition {key!r} is absent" if edge.source
+                                   else f"input '{edge.upstream}' partition {key!r} has no value")
             if edge.param is None:
                 continue
             entries = []

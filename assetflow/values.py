@@ -427,7 +427,8 @@ def _renew_temp_token() -> None:
     _TEMP_TOKEN = secrets.token_hex(6)
 
 
-os.register_at_fork(after_in_child=_renew_temp_token)  # a forked child must not reuse its parent's names
+if hasattr(os, "register_at_fork"):  # a forked child must not reuse its parent's names (no fork on Windows)
+    os.register_at_fork(after_in_child=_renew_temp_token)
 
 
 def _temp_name(folder: str, name: str) -> str:
