@@ -311,7 +311,7 @@ class LineageStore:
         with _IN_PROCESS:
             if hold.con is None and not hold.released:
                 try:
-                    hold.con = self._open_for_hold()
+                    hold.con = self._open_checked(write=True)
                 except BaseException as exc:  # the first operation reports it, as if it had opened
                     hold.error = exc
 
@@ -338,15 +338,9 @@ class LineageStore:
             with self._held(hold) as con:
                 yield con
             return
-        if self.path.is_dir():
-            raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
-        if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._open(read_only=not write)
+        con = self._open_checked(write=write)
         try:
-            if write:
-                self._ensure_schema(con)
-            elif self._check_version(con) < SCHEMA_VERSION:
+            if not write and self._check_version(con) < SCHEMA_VERSION:
                 # An older store: migrate it once (a short write), then read as asked.
                 con.close()
                 with self.connect(write=True):
@@ -368,7 +362,7 @@ class LineageStore:
             hold.release()
             raise error
         if hold.con is None:
-            hold.con = self._open_for_hold()
+            hold.con = self._open_checked(write=True)
         try:
             yield hold.con
         except BaseException:
@@ -376,16 +370,19 @@ class LineageStore:
             hold.release()
             raise
 
-    def _open_for_hold(self) -> duckdb.DuckDBPyConnection:
+    def _open_checked(self, *, write: bool) -> duckdb.DuckDBPyConnection:
+        """A connection to the file, refusing a directory; a writer's with the schema in place."""
         if self.path.is_dir():
             raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._open(read_only=False)
-        try:
-            self._ensure_schema(con)
-        except BaseException:
-            con.close()
-            raise
+        if write:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open(read_only=not write)
+        if write:
+            try:
+                self._ensure_schema(con)
+            except BaseException:
+                con.close()
+                raise
         return con
 
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
