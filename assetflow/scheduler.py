@@ -83,12 +83,23 @@ class _Unit:
 
 
 class _Buffer:
-    """Lineage rows waiting for the next batched write, as tuples in their schema's column order."""
+    """Lineage rows waiting for the next batched write, as tuples in their schema's column order.
+    ``headed`` marks the global ids that have a heads row (in the snapshot, or from a row of this run);
+    ``new_heads`` stays true while no buffered success is of such an id (see ``Batch.new_heads``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, headed: np.ndarray) -> None:
         self.attempts: list[tuple[Any, ...]] = []
         self.inputs: list[tuple[Any, ...]] = []
         self.checks: list[tuple[Any, ...]] = []
+        self.headed = headed
+        self.new_heads = True
+
+    def heads_move(self, gid: int, outcome: str) -> None:
+        """Note an attempt row of ``gid``: a success moves its head, a failure may flag it."""
+        if outcome == "materialized" or outcome == "failed" or outcome == "check_failed":
+            if self.headed[gid] and outcome == "materialized":
+                self.new_heads = False
+            self.headed[gid] = True
 
     def __len__(self) -> int:
         return len(self.attempts) + len(self.inputs)
@@ -98,9 +109,19 @@ class _Buffer:
             arrays.table(self.attempts, ATTEMPT_SCHEMA),
             arrays.table(self.inputs, INPUT_SCHEMA),
             arrays.table(self.checks, CHECK_SCHEMA),
+            self.new_heads,
         )
         self.attempts, self.inputs, self.checks = [], [], []
+        self.new_heads = True
         return batch
+
+
+def _headed(plan: Plan) -> np.ndarray:
+    """Which global ids of the plan's layout have a heads row in the snapshot it was planned from."""
+    gid = arrays.to_numpy(plan.snapshot.heads.column("gid"))
+    headed = np.zeros(plan.layout.size, dtype=bool)
+    headed[gid[gid >= 0]] = True
+    return headed
 
 
 class Coordinator:
@@ -117,7 +138,7 @@ class Coordinator:
         self.config, self.code_versions, self.config_hashes = config, code_versions, config_hashes
         self.rand, self.progress = rand, progress
         self._next_mat_id = mat_id_base
-        self.buffer = _Buffer()
+        self.buffer = _Buffer(_headed(plan))
         self.reports: dict[int, StepReport] = {}
         self.check_results: list[dict[str, Any]] = []
         self.produced: dict[int, tuple[str, str | None, str | None]] = {}
@@ -399,6 +420,7 @@ class Coordinator:
         else:
             duration, error, trace, logs = result.duration_s, result.error, result.traceback, result.logs
             metadata = json.dumps(dict(result.metadata), default=str) if result.metadata else None
+        self.buffer.heads_move(gid, outcome)
         self.buffer.attempts.append((  # ATTEMPT_SCHEMA order
             mat_id, self.run_id, asset, key, unit.attempt, outcome, started, duration, error, trace, logs,
             code_version, config_hash, data_version, path, fmt, size, metadata))
