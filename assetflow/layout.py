@@ -29,6 +29,24 @@ class GlobalEdge:
     local: EdgePairs
 
 
+@dataclass(frozen=True, slots=True)
+class Level:
+    """The edges into every non-source node at one depth of the graph (the longest path from a node
+    with no inputs), concatenated node by node and edge by edge: no node reads another of its own
+    level, so the planner propagates a whole level in one pass of array operations.
+
+    ``block_target[i]`` waits on whatever blocks ``block_source[i]`` when that upstream id is waiting,
+    or, where ``block_source[i]`` is -1, on node ``block_node[i]`` (the upstream partition it needs
+    does not exist yet)."""
+
+    gids: np.ndarray
+    down: np.ndarray
+    up: np.ndarray
+    block_target: np.ndarray
+    block_source: np.ndarray
+    block_node: np.ndarray
+
+
 class Layout:
     """Global ids of every (node, partition) of a graph at one clock reading."""
 
@@ -80,6 +98,39 @@ class Layout:
                 out.append(GlobalEdge(edge, local.down + down0, local.up + up0, local))
             result[name] = out
         return result
+
+    @cached_property
+    def levels(self) -> tuple[Level, ...]:
+        """The non-source nodes by depth, shallowest first (see :class:`Level`)."""
+        # Sources stay at -1, in no level: they are never stale, and what waits on them is known first.
+        depth = [-1] * len(self.names)
+        edges_at: dict[int, list[GlobalEdge]] = {}
+        index, nodes = self.node_index, self.graph.nodes
+        for i, name in enumerate(self.names):  # topological: every upstream has its depth already
+            if not nodes[name].is_source:
+                d = depth[i] = 1 + max((depth[index[e.upstream]] for e in self.graph.upstream[name]), default=-1)
+                edges_at.setdefault(d, []).extend(self.edges[name])
+        of_gid = np.array(depth, dtype=np.int64)[self.node_of_every]
+        empty = np.zeros(0, np.int64)
+        levels = []
+        for d in sorted(edges_at):
+            edges = edges_at.get(d, [])
+            down = np.concatenate([ge.down for ge in edges]) if edges else empty
+            up = np.concatenate([ge.up for ge in edges]) if edges else empty
+            target, source, node = down, up, np.zeros(len(down), np.int64)
+            if any(ge.local.unsatisfied.any() for ge in edges):  # rare: interleave, edge by edge
+                parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+                for ge in edges:
+                    missing = self.span(ge.edge.downstream)[0] + np.flatnonzero(ge.local.unsatisfied)
+                    parts[0].extend((ge.down, missing))
+                    parts[1].extend((ge.up, np.full(len(missing), -1, np.int64)))
+                    parts[2].extend((np.zeros(len(ge.down), np.int64),
+                                     np.full(len(missing), index[ge.edge.upstream], np.int64)))
+                target, source, node = (np.concatenate(p).astype(np.int64, copy=False) for p in parts)
+            levels.append(Level(np.flatnonzero(of_gid == d), down.astype(np.int64, copy=False),
+                                up.astype(np.int64, copy=False), target.astype(np.int64, copy=False),
+                                source.astype(np.int64, copy=False), node))
+        return tuple(levels)
 
     @cached_property
     def expected_pairs(self) -> tuple[np.ndarray, np.ndarray]:

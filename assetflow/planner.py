@@ -249,7 +249,7 @@ def judge(layout: Layout, aligned: pa.Table, pairs: pa.Table,
 
 
 def _propagate(layout: Layout, reasons: np.ndarray, absent: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Walk nodes in topological order: a partition whose input is stale is ``upstream_stale``; a stale
+    """Walk the graph level by level (:attr:`Layout.levels`): a partition whose input is stale is ``upstream_stale``; a stale
     partition whose input is waiting, absent or not yet in existence waits. Returns stale and
     blocked-by (node index, -1 = not blocked) masks and the upstream_stale causes."""
     stale = np.zeros(layout.size, dtype=bool)
@@ -258,23 +258,21 @@ def _propagate(layout: Layout, reasons: np.ndarray, absent: np.ndarray) -> tuple
     waiting = absent.copy()
     cause_down: list[np.ndarray] = []
     cause_up: list[np.ndarray] = []
-    for name in layout.names:
-        lo, hi = layout.span(name)
-        if layout.graph.nodes[name].is_source:
-            continue
-        for ge in layout.edges[name]:
-            hit = stale[ge.up]
-            if hit.any():
-                reasons[ge.down[hit]] |= BIT[Reason.upstream_stale]
-                cause_down.append(ge.down[hit])
-                cause_up.append(ge.up[hit])
-            held = waiting[ge.up]
-            if held.any():
-                blocked_by[ge.down[held]] = blocked_by[ge.up[held]]
-            if ge.local.unsatisfied.any():
-                blocked_by[lo + np.flatnonzero(ge.local.unsatisfied)] = layout.node_index[ge.edge.upstream]
-        stale[lo:hi] = reasons[lo:hi] != 0
-        waiting[lo:hi] = stale[lo:hi] & (blocked_by[lo:hi] >= 0)
+    for level in layout.levels:  # a level's inputs are all final before it is visited
+        hit = stale[level.up]
+        if hit.any():
+            reasons[level.down[hit]] |= BIT[Reason.upstream_stale]
+            cause_down.append(level.down[hit])
+            cause_up.append(level.up[hit])
+        if len(level.block_target):
+            from_up = level.block_source >= 0
+            source = np.where(from_up, level.block_source, 0)
+            held = ~from_up | waiting[source]
+            # In edge order, so a later edge's blocker wins, as it would visiting edges one by one.
+            blocked_by[level.block_target[held]] = np.where(from_up, blocked_by[source], level.block_node)[held]
+        g = level.gids
+        stale[g] = reasons[g] != 0
+        waiting[g] = stale[g] & (blocked_by[g] >= 0)
     empty = np.zeros(0, np.int64)
     causes = (np.concatenate(cause_down) if cause_down else empty, np.concatenate(cause_up) if cause_up else empty)
     blocked_by[~waiting] = -1
