@@ -257,6 +257,43 @@ def test_rebuilt_hourly_partition_makes_only_its_containing_day_stale(project, m
     assert causes_of(plan.steps[0]) == {("clicks", "2024-01-02T05", "upstream_changed")}
 
 
+HOURLY_OF_DAILY_PIPELINE = '''
+    import assetflow as af
+
+
+    @af.asset(partitions=af.DailyPartitions(start="2024-01-01"))
+    def calendar() -> str:
+        return "day"
+
+
+    @af.asset(partitions=af.HourlyPartitions(start="2024-01-01T00"))
+    def hours(calendar: str) -> str:
+        return calendar
+
+
+    @af.asset(partitions=af.HourlyPartitions(start="2024-01-01T00"))
+    def report(hours: str) -> str:
+        return hours
+
+
+    defs = af.Definitions(assets=[calendar, hours, report])
+'''
+
+
+def test_hours_of_a_day_not_yet_complete_wait_on_it_and_so_do_their_downstreams(project, monkeypatch):
+    # At 01-02T03 the day 01-02 does not exist yet: its three hours, and what reads them, must wait.
+    monkeypatch.setenv("ASSETFLOW_NOW", "2024-01-02T03:00:00Z")
+    project.write(HOURLY_OF_DAILY_PIPELINE)
+    plan = af.plan(project.defs(), stale=True)
+    late = [f"2024-01-02T0{h}" for h in range(3)]
+    assert sorted((w.asset, w.partition, w.source) for w in plan.waiting) == sorted(
+        [("hours", k, "calendar") for k in late] + [("report", k, "calendar") for k in late])
+    assert {(s.asset, s.partition) for s in plan.steps} == (
+        {("calendar", "2024-01-01")} | {(a, f"2024-01-01T{h:02d}") for a in ("hours", "report") for h in range(24)})
+    result = af.materialize(project.defs(), stale=True)
+    assert result.status == "success" and result.counts["materialized"] == 1 + 48
+
+
 def test_rebuilt_partition_with_identical_output_leaves_downstream_up_to_date(built):
     rebuild(built, "up", "2024-01-03")
     assert_up_to_date(built)
