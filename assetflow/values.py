@@ -16,6 +16,9 @@ Why it looks the way it does:
   unreferenced file a power loss emptied is recognised (size 0) and rewritten, never trusted.
 * **Cheap existence checks.** ``list_paths`` makes one listing per asset folder, so the engine can
   notice values deleted behind its back without one request per value.
+* **What this store just wrote is read from memory.** A step's inputs are mostly values an upstream
+  step wrote moments before through the same store; small encodings are kept (bounded) and decoded
+  as the file would be, and known paths skip the existence check (:mod:`assetflow.recent`).
 * **Picklable.** Stores are shipped to worker processes; fsspec filesystems (with their sockets,
   event loops and caches) are not safely picklable, so only the URL and storage options travel and
   the filesystem is recreated lazily on the other side.
@@ -40,6 +43,7 @@ import pyarrow.parquet as pq
 
 from assetflow.errors import StoreError
 from assetflow.hashing import Normalized, normalize, version_of
+from assetflow.recent import RecentValues
 
 if TYPE_CHECKING:
     import fsspec
@@ -97,7 +101,7 @@ class StoredValue:
 class ValueStore:
     """Content-addressed, atomically written values under one root URL (local path or fsspec URL)."""
 
-    __slots__ = ("url", "storage_options", "_fs", "_root", "_plain")
+    __slots__ = ("url", "storage_options", "_fs", "_root", "_plain", "_recent")
 
     url: str
     """The data root. A relative local path is made absolute, so workers with another cwd agree."""
@@ -128,6 +132,8 @@ class ValueStore:
         # A plain path is served with os calls alone: fsspec (~60 ms to import) is for URLs.
         self._plain = not _has_protocol(self.url)
         self._root = self.url.rstrip("/") if self._plain else ""
+        # What this process wrote through this store: read back from memory (see assetflow.recent).
+        self._recent = RecentValues()
 
     def __repr__(self) -> str:
         """Show the root URL (never the storage options, which may hold credentials)."""
@@ -141,12 +147,18 @@ class ValueStore:
         content_hash = version_of(normalized)
         fmt = _FORMAT_OF_KIND[normalized.kind]
         path = f"{_checked_relative(asset, self.url)}/{content_hash}.{_EXTENSION[fmt]}"
-        full = self._full(path)
-        with self._os_errors("write", path, missing_is_absent=False):
-            existing = self._size_if_present(full)
-            # Content-addressed: whatever is at this path already is this content — unless it is the
-            # empty file a power loss can leave after an unsynced rename (nothing ever pointed at it).
-            size = existing if existing else self._write(full, _encode(normalized, value))
+        size = self._recent.size(path)
+        if size is None:  # not written through this store already
+            full = self._full(path)
+            encoded: _Encoded | None = None
+            with self._os_errors("write", path, missing_is_absent=False):
+                # Content-addressed: whatever is at this path already is this content — unless it is
+                # the empty file a power loss can leave after an unsynced rename (nothing pointed at it).
+                size = self._size_if_present(full)
+                if not size:
+                    encoded = _encode(normalized, value)
+                    size = self._write(full, encoded)
+            self._recent.remember(path, size, encoded if isinstance(encoded, bytes) else None)
         return StoredValue(path=path, format=fmt, size=size, content_hash=content_hash)
 
     def get(self, path: str, format: str) -> object:
@@ -157,6 +169,10 @@ class ValueStore:
         """
         if format not in FORMATS:
             raise StoreError(f"unknown value format {format!r} for {path} in data root {self.url}")
+        if _EXTENSION[format] != "parquet":
+            kept = self._recent.encoded(path)
+            if kept is not None:  # decoded as the file would be: a fresh object for every reader
+                return kept if format == "bytes" else pickle.loads(kept)
         full = self._full(path)
         with self._os_errors("read", path, missing_is_absent=True):
             if _EXTENSION[format] != "parquet" and self._is_local():
@@ -206,6 +222,7 @@ class ValueStore:
     def delete(self, path: str) -> int:
         """Delete the value at ``path``; return the bytes freed (0 if it was not there)."""
         full = self._full(path)
+        self._recent.forget(path)
         with self._os_errors("delete", path, missing_is_absent=False):
             size = self._size_if_present(full)
             if size is None:

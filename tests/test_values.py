@@ -174,11 +174,12 @@ def test_same_content_same_path_written_once(store: ValueStore) -> None:
     # Same rows, other layout: same version, same path.
     again = store.put("a", pa.Table.from_batches(table.to_batches(max_chunksize=1)))
     assert again == first
-    # Prove the second put did not write: replace the bytes behind the store's back, put again,
-    # and the tampered bytes must still be there (a content-addressed path is never rewritten).
+    # Prove the second put did not write: replace the bytes behind the store's back, put again (through
+    # a store that did not write the file itself, like another process), and the tampered bytes must
+    # still be there (a content-addressed path is never rewritten).
     fs, root = _raw(store)
     fs.pipe_file(f"{root}/{first.path}", b"tampered")
-    third = store.put("a", table)
+    third = ValueStore(store.url, store.storage_options).put("a", table)
     assert third.path == first.path and third.size == len(b"tampered")
     assert fs.cat_file(f"{root}/{first.path}") == b"tampered"
     assert store.list_paths(["a"]) == {first.path}
