@@ -127,13 +127,17 @@ def routed_output() -> Iterator[None]:
                     sys.stderr = sys.stderr._original  # type: ignore[assignment]
 
 
-@contextmanager
-def captured() -> Iterator[io.StringIO]:
-    """Capture this thread's stdout and stderr (when routers are installed) into one buffer."""
-    buffer = io.StringIO()
-    previous = getattr(_local, "buffer", None)
-    _local.buffer = buffer
-    try:
-        yield buffer
-    finally:
-        _local.buffer = previous
+class captured:
+    """``with captured() as buffer``: this thread's stdout and stderr (when routers are installed) go
+    into one buffer. A class, not a generator: it wraps every attempt, and a generator-based context
+    manager costs three times as much to enter and leave."""
+
+    __slots__ = ("buffer", "previous")
+
+    def __enter__(self) -> io.StringIO:
+        self.previous = getattr(_local, "buffer", None)
+        self.buffer = _local.buffer = io.StringIO()
+        return self.buffer
+
+    def __exit__(self, *exc: object) -> None:
+        _local.buffer = self.previous

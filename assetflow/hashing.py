@@ -47,9 +47,10 @@ _PREFIX: Final = b"assetflow-dv1\x00"
 _INT64: Final = struct.Struct("<q")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Normalized:
-    """A value reduced to what its version is computed from.
+    """A value reduced to what its version is computed from (read-only by convention: one is made per
+    value stored, and a frozen dataclass costs four times as much to construct).
 
     Exactly one of ``table`` and ``payload`` is set. The value store writes these same objects, so the
     bytes it stores are the ones that were hashed and a frame is converted to Arrow only once.

@@ -75,6 +75,7 @@ class _Unit:
     asset: str
     pool: str | None
     first: int  # global id of the asset's first partition: gid - first indexes its keys
+    timeout: float | None  # the asset's, per attempt
     attempt: int = 0
     consumed: list[tuple[int, str, str, str | None]] = field(default_factory=list)
     deadline: float | None = None
@@ -159,7 +160,8 @@ class Coordinator:
                     and last.asset == name and last.gids[-1] == gid - 1):
                 last.gids.append(gid)
             else:
-                self.units.append(_Unit([gid], name, asset.pool, int(layout.offsets[node])))
+                self.units.append(_Unit([gid], name, asset.pool, int(layout.offsets[node]),
+                                        getattr(asset, "timeout", None)))
             unit_of[gid] = len(self.units) - 1
         self.unit_of = unit_of
         downs, ups = [], []
@@ -257,7 +259,7 @@ class Coordinator:
         # Attempts beyond the slots wait in the executor's queue (see Executor.queue_ahead) — except
         # one with a timeout, whose clock starts at submit: it goes only where a slot is free now.
         limit = self.max_concurrency
-        if self.graph.nodes[self.units[index].asset].timeout is None:
+        if self.units[index].timeout is None:
             limit += self.executor.queue_ahead
         if len(self.running) >= limit:
             return False
@@ -281,7 +283,6 @@ class Coordinator:
         if missing:
             self._complete(index, AttemptResult("failed", 0.0, error=missing, retryable=False))
             return
-        asset = self.graph.nodes[unit.asset]
         # A job number per attempt: a late result of an abandoned attempt can never pass for its retry's.
         job = self._jobs = self._jobs + 1
         self.running[job] = index
@@ -289,7 +290,7 @@ class Coordinator:
         self.executor.submit(job, task)
         # The timeout clock starts once the executor has the attempt (a process executor may first
         # wait for a replacement worker to boot).
-        unit.deadline = time.monotonic() + asset.timeout if asset.timeout else None
+        unit.deadline = time.monotonic() + unit.timeout if unit.timeout else None
 
     def _wait(self) -> None:
         timeout = TICK_S
@@ -367,6 +368,8 @@ class Coordinator:
         self._finish(index)
 
     def _checks(self, result: AttemptResult) -> None:
+        if not result.checks:
+            return
         at = self.clock.now()
         for c in result.checks:
             self.check_results.append({"asset": self.graph.defs.checks[c.name].asset, "partition": external(c.partition),

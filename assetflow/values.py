@@ -84,9 +84,10 @@ class ValueMissingError(StoreError, FileNotFoundError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredValue:
-    """Where and how one value was stored."""
+    """Where and how one value was stored (read-only by convention: one is made per value, and a
+    frozen dataclass costs four times as much to construct)."""
 
     path: str
     """Relative to the data root, e.g. ``"features/3f2a...e1.parquet"``."""
