@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -28,6 +28,7 @@ from . import arrays
 from .clock import Clock
 from .definitions import AssetDef, SourceDef
 from .errors import Interrupted
+from .gcpause import without_gc_pauses
 from .executors import Executor
 from .lineage_store import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
 from .planner import Plan, external
@@ -77,7 +78,7 @@ class _Unit:
     first: int  # global id of the asset's first partition: gid - first indexes its keys
     timeout: float | None  # the asset's, per attempt
     attempt: int = 0
-    consumed: list[tuple[int, str, str, str | None]] = field(default_factory=list)
+    consumed: list[tuple[int, str, str, str | None]] | tuple[()] = ()  # set per attempt (see _task)
     deadline: float | None = None
     started_at: Any = None
     t0: float = 0.0
@@ -147,22 +148,28 @@ class Coordinator:
 
     # ---- structure ----------------------------------------------------------------------------------
 
+    @without_gc_pauses  # ~10^5 small objects, no cycles, no user code
     def _build_units(self) -> None:
         layout, gids = self.layout, self.plan.step_gids
         nodes = layout.node_of(gids)
+        # A unit is one step, or a run of consecutive partitions of one single_run asset.
+        single = np.array([getattr(self.graph.nodes[n], "backfill", None) == "single_run" for n in layout.names], bool)
+        starts = np.ones(len(gids), dtype=bool)
+        starts[1:] = ~(single[nodes[1:]] & (nodes[1:] == nodes[:-1]) & (gids[1:] == gids[:-1] + 1))
+        bounds = np.flatnonzero(starts).tolist() + [len(gids)]
+        gid_list, node_list = gids.tolist(), nodes.tolist()
+        about: dict[int, tuple[str, str | None, int, float | None]] = {}
         self.units: list[_Unit] = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            node = node_list[lo]
+            facts = about.get(node)
+            if facts is None:
+                name = layout.names[node]
+                asset = self.graph.nodes[name]
+                facts = about[node] = (name, asset.pool, int(layout.offsets[node]), getattr(asset, "timeout", None))
+            self.units.append(_Unit(gid_list[lo:hi], *facts))
         unit_of = np.full(layout.size, -1, dtype=np.int64)
-        for gid, node in zip(gids.tolist(), nodes.tolist()):
-            name = layout.names[node]
-            asset = self.graph.nodes[name]
-            last = self.units[-1] if self.units else None
-            if (isinstance(asset, AssetDef) and asset.backfill == "single_run" and last is not None
-                    and last.asset == name and last.gids[-1] == gid - 1):
-                last.gids.append(gid)
-            else:
-                self.units.append(_Unit([gid], name, asset.pool, int(layout.offsets[node]),
-                                        getattr(asset, "timeout", None)))
-            unit_of[gid] = len(self.units) - 1
+        unit_of[gids] = np.cumsum(starts) - 1
         self.unit_of = unit_of
         downs, ups = [], []
         for name in {layout.names[n] for n in np.unique(nodes).tolist()}:
@@ -173,12 +180,16 @@ class Coordinator:
         down = np.concatenate(downs) if downs else np.zeros(0, np.int64)
         up = np.concatenate(ups) if ups else np.zeros(0, np.int64)
         keep = down != up
-        pairs = np.unique(np.stack([up[keep], down[keep]], axis=1), axis=0) if keep.any() else np.zeros((0, 2), np.int64)
+        # Distinct (up, down) unit pairs, sorted by up: as one int64 key each (a 2-D unique sorts rows
+        # as structured records, several times slower).
+        n = len(self.units)
+        pair = np.unique(up[keep] * n + down[keep])
+        parents, kids = pair // n, pair % n
         # Python lists: the loop reads and decrements them one element at a time, which numpy scalars
         # make several times slower.
-        self.pending: list[int] = np.bincount(pairs[:, 1], minlength=len(self.units)).tolist()
-        self.child_ptr: list[int] = np.searchsorted(pairs[:, 0], np.arange(len(self.units) + 1)).tolist()
-        self.children: list[int] = pairs[:, 1].tolist()
+        self.pending: list[int] = np.bincount(kids, minlength=n).tolist()
+        self.child_ptr: list[int] = np.searchsorted(parents, np.arange(n + 1)).tolist()
+        self.children: list[int] = kids.tolist()
         self._inputs: dict[str, tuple[_Input, ...]] = {}
 
     # ---- main loop ----------------------------------------------------------------------------------
