@@ -429,7 +429,9 @@ class LineageStore:
             # all the same, for a writer racing us without the run lock)
             _sql(con, "BEGIN")
             _sql(con, _SCHEMA)
-            _sql(con, "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            # Not INSERT OR REPLACE: the upsert machinery costs twice as much on a table this new.
+            _sql(con, f"INSERT INTO meta SELECT 'schema_version', '{SCHEMA_VERSION}' "
+                      "WHERE NOT EXISTS (SELECT 1 FROM meta WHERE key = 'schema_version')")
             _sql(con, "COMMIT")
             return
         tables = {r[0] for r in _sql(con, "SELECT table_name FROM information_schema.tables")}
@@ -497,10 +499,12 @@ class LineageStore:
         one ``materialized`` attempt per (asset, partition).
         """
         outcomes = set(batch.attempts.column("outcome").to_pylist())
+        # Registering an Arrow table costs about a millisecond: only tables with rows are.
+        tables = {name: rows for name, rows in (("b_attempts", batch.attempts), ("b_inputs", batch.inputs),
+                                                ("b_checks", batch.checks)) if rows.num_rows}
         with self.connect(write=True) as con:
-            con.register("b_attempts", batch.attempts)
-            con.register("b_inputs", batch.inputs)
-            con.register("b_checks", batch.checks)
+            for name, rows in tables.items():
+                con.register(name, rows)
             _sql(con, "BEGIN")
             # Statements cost milliseconds each here: only those the batch needs are run.
             if batch.attempts.num_rows:
@@ -528,7 +532,7 @@ class LineageStore:
                      finish.counts.get("skipped", 0), finish.counts.get("failed", 0),
                      finish.counts.get("upstream_failed", 0), finish.error, finish.run_id])
             _sql(con, "COMMIT")
-            for name in ("b_attempts", "b_inputs", "b_checks"):
+            for name in tables:
                 con.unregister(name)
 
     @staticmethod
