@@ -203,8 +203,10 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
          progress: Callable[[int, int], None] | None, on_plan: Callable[[Plan], None] | None) -> RunResult:
     """Record, plan, execute and record the end of one run (under the run lock)."""
     from .results import RunResult, StepResultModel  # pydantic: imported by the commands that return models
-    # Code versions first: the store is still opening in the background meanwhile (LineageStore.held).
+    # Code versions and the layout's arrays first: the store is still opening in the background
+    # meanwhile (LineageStore.held).
     versions = code_versions(project.graph)
+    project.layout.prepare()
     # Under the lock, the run is recorded and the store read in one go: another run may have
     # finished while we waited for it.
     mat_id_base, snapshot = store.begin_run(run_id, kind, tags, list(request.select), project.clock.now(),

@@ -167,6 +167,12 @@ class Layout:
         return group
 
 
+    def prepare(self) -> Layout:
+        """Compute now what every plan of this layout needs (edges, levels, expected pairs), for a
+        caller with time to spare, such as while the lineage store opens."""
+        self.edges, self.levels, self.expected_pairs, self.is_source, self.node_of_every  # noqa: B018
+        return self
+
     @cached_property
     def catalogue(self) -> Catalogue:
         """This layout's numbering, for the store to hand its rows over in global ids."""
