@@ -47,6 +47,16 @@ class Level:
     block_node: np.ndarray
 
 
+def _spans(offsets: np.ndarray, nodes: list[int]) -> np.ndarray:
+    """The global ids of ``nodes``, node after node (each node's ids are one contiguous span)."""
+    node = np.asarray(nodes, dtype=np.int64)
+    lo, hi = offsets[node], offsets[node + 1]
+    sizes = hi - lo
+    # arange over the total, shifted at each node's start to that node's first id
+    shift = np.repeat(lo - (np.cumsum(sizes) - sizes), sizes)
+    return np.arange(int(sizes.sum()), dtype=np.int64) + shift
+
+
 class Layout:
     """Global ids of every (node, partition) of a graph at one clock reading."""
 
@@ -105,12 +115,13 @@ class Layout:
         # Sources stay at -1, in no level: they are never stale, and what waits on them is known first.
         depth = [-1] * len(self.names)
         edges_at: dict[int, list[GlobalEdge]] = {}
+        nodes_at: dict[int, list[int]] = {}
         index, nodes = self.node_index, self.graph.nodes
         for i, name in enumerate(self.names):  # topological: every upstream has its depth already
             if not nodes[name].is_source:
                 d = depth[i] = 1 + max((depth[index[e.upstream]] for e in self.graph.upstream[name]), default=-1)
                 edges_at.setdefault(d, []).extend(self.edges[name])
-        of_gid = np.array(depth, dtype=np.int64)[self.node_of_every]
+                nodes_at.setdefault(d, []).append(i)
         empty = np.zeros(0, np.int64)
         levels = []
         for d in sorted(edges_at):
@@ -127,7 +138,7 @@ class Layout:
                     parts[2].extend((np.zeros(len(ge.down), np.int64),
                                      np.full(len(missing), index[ge.edge.upstream], np.int64)))
                 target, source, node = (np.concatenate(p).astype(np.int64, copy=False) for p in parts)
-            levels.append(Level(np.flatnonzero(of_gid == d), down.astype(np.int64, copy=False),
+            levels.append(Level(_spans(self.offsets, nodes_at[d]), down.astype(np.int64, copy=False),
                                 up.astype(np.int64, copy=False), target.astype(np.int64, copy=False),
                                 source.astype(np.int64, copy=False), node))
         return tuple(levels)
