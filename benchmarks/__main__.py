@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
         log("peers …")
         settings = PeerSettings(args.peer_runs, args.peer_timeout, args.quick, log,
-                                [Path(p) for p in args.peer_venv])
+                                [Path(p).absolute() for p in args.peer_venv])
         meta["peers"] = run_peers(measurements, settings)
     if args.profile:
         meta["profiles"] = _profile(ctx, measurements, args.py_spy, log)

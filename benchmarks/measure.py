@@ -100,16 +100,19 @@ def run_measured(cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeo
         result = Path(tmp) / "result.json"
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         launcher = [sys.executable, str(Path(__file__).with_name("spawn.py")), str(result), str(timeout_s), "--", *cmd]
+        launcher_rc: int | None = None
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             try:
-                subprocess.run(launcher, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                               timeout=timeout_s + 60, check=False)
+                launcher_rc = subprocess.run(launcher, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=err, timeout=timeout_s + 60, check=False).returncode
             except subprocess.TimeoutExpired:
                 pass
         stdout = out_path.read_text("utf-8", "replace")
         stderr = err_path.read_text("utf-8", "replace")
         if result.exists():
             got = json.loads(result.read_text())
+        elif launcher_rc is not None:  # the launcher itself failed (e.g. the command cannot be executed)
+            got = {"wall_s": 0.0, "cpu_s": 0.0, "maxrss_kib": 0, "returncode": launcher_rc or -1, "timed_out": False}
         else:
             got = {"wall_s": timeout_s, "cpu_s": 0.0, "maxrss_kib": 0, "returncode": -9, "timed_out": True}
     sample = Sample(got["wall_s"], got["cpu_s"], got["maxrss_kib"] / 1024.0, got["returncode"], got["timed_out"],
