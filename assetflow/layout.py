@@ -125,9 +125,9 @@ class Layout:
         empty = np.zeros(0, np.int64)
         levels = []
         for d in sorted(edges_at):
-            edges = edges_at.get(d, [])
-            down = np.concatenate([ge.down for ge in edges]) if edges else empty
-            up = np.concatenate([ge.up for ge in edges]) if edges else empty
+            edges = edges_at[d]
+            down = np.concatenate([ge.down for ge in edges]).astype(np.int64, copy=False) if edges else empty
+            up = np.concatenate([ge.up for ge in edges]).astype(np.int64, copy=False) if edges else empty
             target, source, node = down, up, np.zeros(len(down), np.int64)
             if any(ge.local.unsatisfied.any() for ge in edges):  # rare: interleave, edge by edge
                 parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
@@ -138,9 +138,7 @@ class Layout:
                     parts[2].extend((np.zeros(len(ge.down), np.int64),
                                      np.full(len(missing), index[ge.edge.upstream], np.int64)))
                 target, source, node = (np.concatenate(p).astype(np.int64, copy=False) for p in parts)
-            levels.append(Level(_spans(self.offsets, nodes_at[d]), down.astype(np.int64, copy=False),
-                                up.astype(np.int64, copy=False), target.astype(np.int64, copy=False),
-                                source.astype(np.int64, copy=False), node))
+            levels.append(Level(_spans(self.offsets, nodes_at[d]), down, up, target, source, node))
         return tuple(levels)
 
     @cached_property
