@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from .background import Background
 from .clock import Clock, clock_from_env
 from .codeversion import code_version
 from .versioncache import cached_versions
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from .results import RunResult
 
 Partitions = str | Sequence[str] | None
-T = TypeVar("T")
 
 
 @dataclass
@@ -111,36 +110,14 @@ def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSna
     """
     instances, hashes = bind_config(project.graph, read_config(config))
     # DuckDB reads the snapshot without the GIL: code versions and the layout's arrays meanwhile.
-    reading = None if snapshot is not None else _in_background(project.store.snapshot, project.layout.catalogue)
+    reading = None if snapshot is not None else Background("assetflow-read", project.store.snapshot,
+                                                                 project.layout.catalogue)
     versions = versions if versions is not None else code_versions(project.graph)
     project.layout.prepare()
-    snapshot = snapshot if reading is None else reading()
+    snapshot = snapshot if reading is None else reading.result()
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
     sources = observe_sources(project.graph.sources(), project.now)
     return Observed(snapshot, versions, hashes, present, sources), instances
-
-
-def _in_background(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
-    """Start ``fn(*args)`` on a thread; the returned function waits for its result (or raises its error)."""
-    outcome: list[Any] = []
-
-    def work() -> None:
-        try:
-            outcome.append((True, fn(*args)))
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome.append((False, exc))
-
-    thread = threading.Thread(target=work, name="assetflow-read", daemon=True)
-    thread.start()
-
-    def result() -> T:
-        thread.join()
-        ok, value = outcome[0]
-        if not ok:
-            raise value
-        return value
-
-    return result
 
 
 def build_request(graph: AssetGraph, select: Sequence[str] | str | None, stale: bool, partitions: Partitions,

@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrays import empty, numbers, strings
+from .background import Background
 from .errors import StoreError
 
 SCHEMA_VERSION = 2
@@ -284,6 +285,11 @@ class LineageStore:
         self._schema_ready = False
         # True during the one operation that created the file: its heads are known to be empty.
         self._created = False
+        # True from the start of a hold on a file that did not exist until the first operation: that
+        # operation may take the file to be empty without opening it (see begin_run).
+        self._absent = False
+        # A new file's run record being written in the background; every other operation waits for it.
+        self._starting: Background[tuple[int, StoreSnapshot]] | None = None
 
     @contextmanager
     def held(self, linger_s: float = HOLD_S) -> Iterator[None]:
@@ -292,7 +298,8 @@ class LineageStore:
         that long for a long run). A run shorter than that opens the file once instead of two or more
         times. The connection is opened (and the schema created) at once on a background thread —
         DuckDB does that without the GIL — so it overlaps the caller's own work until the first
-        operation needs it. Enter only with the right to write (a run holds the run lock). Not for
+        operation needs it; on a file that does not exist yet, the run's start does not wait for it
+        either (see :meth:`begin_run`). Enter only with the right to write (a run holds the run lock). Not for
         stores that upload after every commit: they need the file closed."""
         key = os.path.abspath(self.path)
         with _IN_PROCESS:
@@ -300,6 +307,8 @@ class LineageStore:
         if hold is None:
             yield
             return
+        # Under the run lock no other writer can create the file: absent now, it is empty until we write.
+        self._absent = not self.path.exists()
         threading.Thread(target=self._open_ahead, args=(hold,), name="assetflow-store-open", daemon=True).start()
         timer = threading.Timer(linger_s, hold.release)
         timer.daemon = True
@@ -308,6 +317,9 @@ class LineageStore:
             yield
         finally:
             timer.cancel()
+            self._absent = False
+            with suppress(BaseException):  # its error, if any, reached the operations after it
+                self._join_start()
             with _IN_PROCESS:
                 hold.release()
                 del _HOLDS[key]
@@ -321,7 +333,8 @@ class LineageStore:
                     hold.error = exc
 
     def exists(self) -> bool:
-        """Whether the store file has been created."""
+        """Whether the store file has been created (by the time a run record written ahead is)."""
+        self._join_start()
         return self.path.exists()
 
     @contextmanager
@@ -329,12 +342,21 @@ class LineageStore:
         """A short-lived connection, retried while another process holds the file. Within a process,
         connections are taken one at a time: DuckDB's instance cache is not safe when threads open and
         close connections to one file concurrently (the background recorder and the caller would)."""
+        self._join_start()
         with _IN_PROCESS:
             try:
                 with self._connect(write=write) as con:
                     yield con
             finally:
-                self._created = False  # only the operation that created the file may rely on it
+                self._created = self._absent = False  # only the first operation may rely on them
+
+    def _join_start(self) -> None:
+        """Wait for a run record being written in the background (unless called by that very write),
+        and raise its error."""
+        starting = self._starting
+        if starting is not None and not starting.on_this_thread():
+            self._starting = None
+            starting.result()
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -475,7 +497,31 @@ class LineageStore:
                   started_at: datetime, catalogue: Catalogue) -> tuple[int, StoreSnapshot]:
         """Record a run as ``running``; runs that were left ``running`` by a dead process become ``crashed``.
         Called under the run lock; returns the first free materialization id for this run and the
-        snapshot to plan it from (read on the same connection: one open instead of two)."""
+        snapshot to plan it from (read on the same connection: one open instead of two).
+
+        The first operation of a hold on a file that does not exist yet returns at once: an empty
+        snapshot, and ids from 1. The record is written on a thread meanwhile — DuckDB takes tens of
+        milliseconds to create an instance and a file — and every later operation of this store
+        waits for it, so no batch can commit before its run's record.
+        """
+        if self._absent and self._can_create():
+            self._absent = False
+            self._starting = Background("assetflow-run-start", self._record_start, run_id, kind, tags, selection,
+                                        started_at, catalogue)
+            return 1, StoreSnapshot.empty(catalogue)
+        return self._record_start(run_id, kind, tags, selection, started_at, catalogue)
+
+    def _can_create(self) -> bool:
+        """Whether the file's folder exists (made now if need be) and is writable: where it is not, the
+        run record is written in the caller's thread, and fails there before any step runs."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return False
+        return os.access(self.path.parent, os.W_OK | os.X_OK)
+
+    def _record_start(self, run_id: str, kind: str, tags: dict[str, str], selection: Sequence[str],
+                      started_at: datetime, catalogue: Catalogue) -> tuple[int, StoreSnapshot]:
         with self.connect(write=True) as con:
             new = self._created  # this very operation created the file: no runs, attempts or heads to ask about
             _sql(con, "BEGIN")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,21 +44,38 @@ def third(second: bytes, first: bytes) -> bytes:
 defs = af.Definitions(assets=[first, second, third])
 """
 
-# Opens the store read-only in a separate process: prints "open" or the lock error's first line.
+# Another process that opens the store read-only once per line it reads (a path): answers "open" or
+# the lock error's first line. Started ahead, so that its interpreter start and imports (longer than a
+# short linger time on a loaded machine) are not inside the window being probed.
 PROBE = """
 import sys, duckdb
-try:
-    duckdb.connect(sys.argv[1], read_only=True).close()
-    print("open")
-except duckdb.Error as exc:
-    print(str(exc).splitlines()[0])
+print("ready", flush=True)
+for line in sys.stdin:
+    try:
+        duckdb.connect(line.strip(), read_only=True).close()
+        print("open", flush=True)
+    except duckdb.Error as exc:
+        print(str(exc).splitlines()[0], flush=True)
 """
 
 
-def _probe(path: Path) -> str:
-    done = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+@pytest.fixture
+def probe() -> Iterator[Callable[[Path], str]]:
+    """Ask another process to open a store file: returns what it says."""
+    proc = subprocess.Popen([sys.executable, "-c", PROBE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().strip() == "ready"
+
+    def ask(path: Path) -> str:
+        proc.stdin.write(f"{path}\n")
+        proc.stdin.flush()
+        return proc.stdout.readline().strip()
+
+    try:
+        yield ask
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
 
 
 def _success(mat_id: int, asset: str, partition: str, version: str) -> dict:
@@ -102,15 +121,16 @@ def test_a_short_run_opens_its_store_once_new_or_existing(tmp_path: Path, opens:
     assert [r["status"] for r in LineageStore(store).runs()] == ["success", "success"]
 
 
-def test_a_held_store_is_released_to_other_processes_after_its_linger_time(tmp_path: Path) -> None:
+def test_a_held_store_is_released_to_other_processes_after_its_linger_time(tmp_path: Path, probe) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
-    with store.held(linger_s=0.3):
+    with store.held(linger_s=0.5):
         store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
-        assert "lock" in _probe(store.path).lower()  # held: another process must wait
-        time.sleep(0.6)
-        assert _probe(store.path) == "open"  # linger time over: the file is closed between operations
+        assert [r["run_id"] for r in store.runs()] == ["r1"]  # the new file's run record is written
+        assert "lock" in probe(store.path).lower()  # held: another process must wait
+        time.sleep(1.0)
+        assert probe(store.path) == "open"  # linger time over: the file is closed between operations
         store.write(_batch(_success(1, "a", "2024-01-01", "v1")))  # later operations open their own
-        assert _probe(store.path) == "open"
+        assert probe(store.path) == "open"
     heads = store.snapshot(CATALOGUE).heads.to_pylist()
     assert [(h["gid"], h["data_version"]) for h in heads] == [(0, "v1")]
 
@@ -156,3 +176,68 @@ def test_store_objects_of_one_file_share_its_hold(tmp_path: Path, opens: list[st
         writer.write(_batch(_success(1, "a", "2024-01-01", "v1")))
         assert [h["data_version"] for h in reader.heads()] == ["v1"]
     assert opens == [str(path)]
+
+
+class SlowOpen:
+    """DuckDB opens of this process wait until :attr:`go` is set (or 10 s pass): a stand-in for the tens
+    of milliseconds an instance takes to create, stretched so that a test need not race it.
+    :attr:`opened` is set once an open has completed."""
+
+    def __init__(self) -> None:
+        self.go, self.opened = threading.Event(), threading.Event()
+
+
+@pytest.fixture
+def slow_open(monkeypatch: pytest.MonkeyPatch) -> SlowOpen:
+    slow = SlowOpen()
+    real = duckdb.connect
+
+    def waiting(database: str = ":memory:", *args, **kwargs):
+        slow.go.wait(timeout=10)
+        con = real(database, *args, **kwargs)
+        slow.opened.set()
+        return con
+
+    monkeypatch.setattr(lineage_store.duckdb, "connect", waiting)
+    return slow
+
+
+def test_the_first_run_on_a_new_store_starts_without_waiting_for_duckdb(tmp_path: Path, slow_open: SlowOpen) -> None:
+    store = LineageStore(tmp_path / "new" / "s.duckdb")
+    with store.held():
+        base, snapshot = store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+        returned_before_the_open = not slow_open.opened.is_set()
+        slow_open.go.set()
+        assert (base, snapshot.heads.num_rows, snapshot.inputs.num_rows) == (1, 0, 0)
+        store.write(_batch(_success(base, "a", "2024-01-01", "v1")))  # waits for the run record first
+    assert returned_before_the_open
+    assert [(r["run_id"], r["status"]) for r in LineageStore(store.path).runs()] == [("r1", "running")]
+    assert [h["data_version"] for h in LineageStore(store.path).heads()] == ["v1"]
+
+
+def test_a_new_stores_run_record_that_fails_fails_the_next_operation_and_writes_nothing_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(self: LineageStore, *args) -> None:
+        with self.connect(write=True):
+            raise StoreError("disk full (injected)")
+
+    monkeypatch.setattr(LineageStore, "_record_start", failing)
+    store = LineageStore(tmp_path / "s.duckdb")
+    with store.held():
+        store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)  # returns before the record is written
+        with pytest.raises(StoreError, match="injected"):
+            store.write(_batch(_success(1, "a", "2024-01-01", "v1")))
+    assert LineageStore(store.path).heads() == []
+
+
+def test_an_existing_store_is_read_before_the_run_starts(tmp_path: Path, slow_open: SlowOpen) -> None:
+    store = LineageStore(tmp_path / "s.duckdb")
+    slow_open.go.set()
+    store.write(_batch(_success(1, "a", "2024-01-01", "v1")))
+    slow_open.go.clear()
+    slow_open.opened.clear()
+    with store.held():
+        threading.Timer(0.2, slow_open.go.set).start()
+        base, snapshot = store.begin_run("r2", "manual", {}, [], T0, CATALOGUE)
+        assert slow_open.opened.is_set()  # it waited for the file to open: there was something to read
+    assert (base, [h["data_version"] for h in snapshot.heads.to_pylist()]) == (2, ["v1"])
