@@ -318,7 +318,9 @@ class LineageStore:
         finally:
             timer.cancel()
             self._absent = False
-            with suppress(BaseException):  # its error, if any, reached the operations after it
+            # A failed run record was raised by the operation after it (a run always writes its end),
+            # or the block is ending on an error of its own.
+            with suppress(Exception):
                 self._join_start()
             with _IN_PROCESS:
                 hold.release()
