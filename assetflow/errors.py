@@ -18,6 +18,8 @@ Messages are written to be printed as one line: they name the thing that is wron
 
 from __future__ import annotations
 
+import os
+
 
 class AssetflowError(Exception):
     """Base of all deliberate assetflow errors."""
@@ -49,6 +51,19 @@ class ConfigError(UsageError):
 
 class StoreError(UsageError):
     """The lineage store or the data root cannot be used."""
+
+
+def cannot_create_store(store: object, exc: OSError) -> StoreError:
+    """The error for a lineage store whose folder (or run lock) cannot be made: it names the path in
+    the way, where a path component is a file."""
+    if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename:
+        blocker = os.fspath(exc.filename)
+        while not os.path.lexists(blocker) and os.path.dirname(blocker) != blocker:
+            blocker = os.path.dirname(blocker)  # ENOTDIR names the folder to make, not the file in the way
+        reason = f"{blocker} is a file, not a folder"
+    else:
+        reason = f"{exc.strerror or exc} ({exc.filename})"
+    return StoreError(f"cannot create lineage store {store}: {reason}")
 
 
 class StoreBusyError(AssetflowError):

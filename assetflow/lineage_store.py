@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from .arrays import empty, numbers, strings
 from .background import Background
-from .errors import StoreError
+from .errors import StoreError, cannot_create_store
 
 SCHEMA_VERSION = 2
 _IN_PROCESS = threading.RLock()
@@ -404,7 +404,10 @@ class LineageStore:
         if self.path.is_dir():
             raise StoreError(f"lineage store {self.path} is a directory, not a DuckDB file")
         if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise cannot_create_store(self.path, exc) from None
         con = self._open(read_only=not write)
         if write:
             try:

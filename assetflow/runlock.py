@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreBusyError
+from .errors import StoreBusyError, cannot_create_store
 
 
 def lock_path(store_path: Path) -> Path:
@@ -52,8 +52,11 @@ def acquire(store_path: Path, run_id: str, *, wait: bool = False, poll_s: float 
     """Take the store's run lock for ``run_id``; raise :class:`StoreBusyError` naming the holder, or
     wait for it with ``wait=True``."""
     path = lock_path(store_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise cannot_create_store(store_path, exc) from None
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

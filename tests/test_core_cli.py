@@ -146,6 +146,8 @@ USAGE_ERRORS = {
     "cycle": ("built", CYCLE_PIPELINE, ("-f", "pipeline.py", "materialize", "--stale", "--json"), "first"),
     "missing module": ("fresh", None, ("-m", "no_such_pipeline", "materialize", "--stale"), "no_such_pipeline"),
     "missing file": ("fresh", None, ("-f", "no_such_file.py", "materialize", "--json"), "no_such_file.py"),
+    "store under a file": ("fresh", None, ("-f", "pipeline.py", "--store", "pipeline.py/lineage.duckdb", "materialize",
+                                           "--json"), "pipeline.py is a file, not a folder"),
 }
 
 

@@ -241,3 +241,12 @@ def test_an_existing_store_is_read_before_the_run_starts(tmp_path: Path, slow_op
         base, snapshot = store.begin_run("r2", "manual", {}, [], T0, CATALOGUE)
         assert slow_open.opened.is_set()  # it waited for the file to open: there was something to read
     assert (base, [h["data_version"] for h in snapshot.heads.to_pylist()]) == (2, ["v1"])
+
+
+def test_a_new_store_whose_folder_cannot_be_made_fails_the_run_start_itself(tmp_path: Path) -> None:
+    # Not in the background: the error must come before any step runs, naming the file in the way.
+    (tmp_path / "afile").write_text("")
+    store = LineageStore(tmp_path / "afile" / "sub" / "s.duckdb")
+    with store.held():
+        with pytest.raises(StoreError, match=r"afile is a file, not a folder"):
+            store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
