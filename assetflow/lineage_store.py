@@ -299,8 +299,8 @@ class LineageStore:
         times. The connection is opened (and the schema created) at once on a background thread —
         DuckDB does that without the GIL — so it overlaps the caller's own work until the first
         operation needs it; on a file that does not exist yet, the run's start does not wait for it
-        either (see :meth:`begin_run`). Enter only with the right to write (a run holds the run lock). Not for
-        stores that upload after every commit: they need the file closed."""
+        either (see :meth:`begin_run`). Enter only with the right to write (a run holds the run
+        lock). Not for stores that upload after every commit: they need the file closed."""
         key = os.path.abspath(self.path)
         with _IN_PROCESS:
             hold = None if self.on_commit is not None or key in _HOLDS else _HOLDS.setdefault(key, _Hold())
