@@ -668,3 +668,26 @@ def test_comments_and_blank_lines_anywhere_keep_version(tmp_path_factory, noise)
     finally:
         project_loader.close()
     assert plain == with_noise
+
+
+def test_real_path_resolves_like_os_realpath_through_symlinked_folders_and_files(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # real_path caches folders and builds strings by hand (it runs for every loaded module of every
+    # command): it must still agree with os.path.realpath on every shape of module path.
+    from assetflow.codeversion import real_path
+
+    (tmp_path / "real" / "pkg").mkdir(parents=True)
+    (tmp_path / "real" / "pkg" / "mod.py").write_text("")
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    (tmp_path / "real" / "alias.py").symlink_to(tmp_path / "real" / "pkg" / "mod.py")
+    monkeypatch.chdir(tmp_path)
+    paths = [
+        str(tmp_path / "real" / "pkg" / "mod.py"),
+        str(tmp_path / "linked" / "pkg" / "mod.py"),  # through a symlinked folder
+        str(tmp_path / "real" / "alias.py"),  # a symlinked file
+        f"{tmp_path}/linked//pkg/../pkg/mod.py",  # doubled separator and '..'
+        "linked/pkg/mod.py",  # relative
+        "/mod.py",  # a file at the filesystem root (need not exist)
+        f"{tmp_path}/real/pkg/",  # a folder with a trailing separator
+    ]
+    assert [real_path(p) for p in paths] == [os.path.realpath(p) for p in paths]
