@@ -680,6 +680,8 @@ def test_real_path_resolves_like_os_realpath_through_symlinked_folders_and_files
     (tmp_path / "real" / "pkg" / "mod.py").write_text("")
     (tmp_path / "linked").symlink_to(tmp_path / "real")
     (tmp_path / "real" / "alias.py").symlink_to(tmp_path / "real" / "pkg" / "mod.py")
+    (tmp_path / "chain").symlink_to("linked")  # relative, and to another link
+    (tmp_path / "real" / "up").symlink_to("..")  # a link whose target climbs
     monkeypatch.chdir(tmp_path)
     paths = [
         str(tmp_path / "real" / "pkg" / "mod.py"),
@@ -687,6 +689,9 @@ def test_real_path_resolves_like_os_realpath_through_symlinked_folders_and_files
         str(tmp_path / "real" / "alias.py"),  # a symlinked file
         f"{tmp_path}/linked//pkg/../pkg/mod.py",  # doubled separator and '..'
         "linked/pkg/mod.py",  # relative
+        str(tmp_path / "chain" / "pkg" / "mod.py"),
+        str(tmp_path / "real" / "up" / "real" / "up" / "linked" / "pkg" / "mod.py"),
+        str(tmp_path / "real" / "missing" / ".." / "pkg" / "mod.py"),  # through a folder that does not exist
         "/mod.py",  # a file at the filesystem root (need not exist)
         f"{tmp_path}/real/pkg/",  # a folder with a trailing separator
     ]
