@@ -112,8 +112,13 @@ def observe(project: Project, config: ConfigSource = None, *, snapshot: StoreSna
     # DuckDB reads the snapshot without the GIL: code versions and the layout's arrays meanwhile.
     reading = None if snapshot is not None else Background("assetflow-read", project.store.snapshot,
                                                                  project.layout.catalogue)
-    versions = versions if versions is not None else code_versions(project.graph)
-    project.layout.prepare()
+    try:
+        versions = versions if versions is not None else code_versions(project.graph)
+        project.layout.prepare()
+    except BaseException:
+        if reading is not None:
+            reading.wait()  # not left inside DuckDB behind the error
+        raise
     snapshot = snapshot if reading is None else reading.result()
     present = frozenset(project.values.list_paths([a.name for a in project.graph.assets()]))
     sources = observe_sources(project.graph.sources(), project.now)

@@ -34,9 +34,13 @@ class Background(Generic[T]):
         """True when called from the work itself (which must not wait for itself)."""
         return threading.current_thread() is self._thread
 
+    def wait(self) -> None:
+        """Wait for the work to end, whatever its outcome (for a caller leaving on an error of its own)."""
+        self._thread.join()
+
     def result(self) -> T:
         """Wait for the work; return its value or raise its error (every time it is asked)."""
-        self._thread.join()
+        self.wait()
         assert self._outcome is not None
         ok, value = self._outcome
         if not ok:

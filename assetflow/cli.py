@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from . import api, render
 from .definitions import Definitions
 from .errors import AssetflowError, UsageError
+from .process_exit import leave
 
 
 class _Parser(argparse.ArgumentParser):
@@ -199,8 +200,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise UsageError(f"unknown command {args.command}")
 
 
+def entry() -> NoReturn:
+    """The ``assetflow`` console script (and ``python -m assetflow.cli``): :func:`main`, then end the
+    process without finalizing the interpreter (see :mod:`assetflow.process_exit`)."""
+    leave(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``assetflow`` console script."""
+    """Run one command with ``argv`` (the process's arguments by default); returns its exit code."""
     try:
         args = build_parser().parse_args(argv)
         return _dispatch(args)
@@ -229,4 +236,4 @@ def dump(document: Any) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

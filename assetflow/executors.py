@@ -52,7 +52,7 @@ class ThreadExecutor:
         self._inbox: queue.SimpleQueue[tuple[int, StepTask] | None] = queue.SimpleQueue()
         # Abandoned jobs; a set rather than an Event per job, which costs more than a no-op step.
         self._abandoned: set[int] = set()
-        self._threads: list[threading.Thread] = []
+        self._slots: list[_Slot] = []
         self.queue_ahead = 0
 
     def start(self, slots: int) -> None:
@@ -63,16 +63,18 @@ class ThreadExecutor:
             self._spawn()
 
     def _spawn(self) -> None:
-        thread = threading.Thread(target=self._loop, name="assetflow-worker", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        slot = _Slot()
+        slot.thread = threading.Thread(target=self._loop, args=(slot,), name="assetflow-worker", daemon=True)
+        self._slots.append(slot)
+        slot.thread.start()
 
-    def _loop(self) -> None:
+    def _loop(self, slot: _Slot) -> None:
         while True:
             item = self._inbox.get()
             if item is None:
                 return
             job, task = item
+            slot.job = job
             abandoned = self._abandoned
             if job in abandoned:  # given up while still queued: never start it
                 abandoned.discard(job)
@@ -88,6 +90,7 @@ class ThreadExecutor:
             if job in abandoned:
                 abandoned.discard(job)
                 return  # abandoned: a replacement worker already holds this slot
+            slot.job = -1  # idle before the coordinator hears of it: close() then waits for this thread
             self.results.put((job, result))  # type: ignore[arg-type]
 
     def submit(self, job: int, task: StepTask) -> None:
@@ -101,6 +104,21 @@ class ThreadExecutor:
             self._spawn()
 
     def close(self) -> None:
-        """Ask idle workers to exit."""
-        for _ in self._threads:
+        """Stop the workers, and wait for the idle ones so that none is left to wake while the
+        interpreter exits. One still inside an attempt (abandoned, or the run is ending on an error)
+        finishes on its own."""
+        for _ in self._slots:
             self._inbox.put(None)
+        for slot in self._slots:
+            if slot.job < 0:
+                slot.thread.join()
+
+
+class _Slot:
+    """One worker thread and the job it is running (-1 when idle)."""
+
+    __slots__ = ("thread", "job")
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread
+        self.job = -1

@@ -309,14 +309,18 @@ class LineageStore:
             return
         # Under the run lock no other writer can create the file: absent now, it is empty until we write.
         self._absent = not self.path.exists()
-        threading.Thread(target=self._open_ahead, args=(hold,), name="assetflow-store-open", daemon=True).start()
+        opener = threading.Thread(target=self._open_ahead, args=(hold,), name="assetflow-store-open", daemon=True)
+        opener.start()
         timer = threading.Timer(linger_s, hold.release)
-        timer.daemon = True
+        timer.name, timer.daemon = "assetflow-store-linger", True
         timer.start()
         try:
             yield
         finally:
+            # Neither helper may outlive the block, least of all inside DuckDB while the process exits.
             timer.cancel()
+            timer.join()
+            opener.join()
             self._absent = False
             # A failed run record was raised by the operation after it (a run always writes its end),
             # or the block is ending on an error of its own.

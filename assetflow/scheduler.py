@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -227,6 +228,12 @@ class Coordinator:
             for job in list(self.running):
                 self.executor.abandon(job)
             raise Interrupted("interrupted") from None
+        except BaseException:
+            # Ending on an error: the writer finishes what it was given (durable values only) and
+            # stops, so nothing is written after the caller gives up the run lock.
+            with suppress(Exception):
+                self.recorder.close()
+            raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
