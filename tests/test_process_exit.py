@@ -138,7 +138,7 @@ def test_closing_the_thread_executor_ends_its_idle_workers_before_it_returns(tmp
     executor.close()
     # At once, not eventually: a worker still waking up here could be the one the interpreter's
     # finalization catches.
-    assert _assetflow_threads() == before
+    assert not _assetflow_threads() - before  # (threads of earlier tests may end meanwhile: not equality)
 
 
 def test_closing_the_thread_executor_does_not_wait_for_an_abandoned_attempt(tmp_path: Path) -> None:
