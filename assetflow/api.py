@@ -96,7 +96,8 @@ def code_versions(graph: AssetGraph) -> dict[str, str]:
     def compute(names: list[str]) -> dict[str, str]:
         return {n: code_version(graph.nodes[n].fn, project_root=root, exclude=_is_asset) for n in names}
 
-    return {**explicit, **(cached_versions(root, hashed, compute) if hashed else {})}
+    also = [graph.defs.source_file] if graph.defs.source_file else []
+    return {**explicit, **(cached_versions(root, hashed, compute, also) if hashed else {})}
 
 
 @without_gc_pauses

@@ -48,7 +48,8 @@ class Locator:
         if defs.source_file is None or defs.module_name is None:
             raise UsageError("this executor needs definitions built at module level in a file")
         module = defs.module_name if defs.module_name != "__main__" else None
-        return Locator(module, str(defs.source_file), tuple(sys.path), str(defs.root), project_fingerprint(defs.root))
+        return Locator(module, str(defs.source_file), tuple(sys.path), str(defs.root),
+                       project_fingerprint(defs.root, [defs.source_file]))
 
     def forget_project_modules(self) -> None:
         """Drop the project's modules from ``sys.modules`` so the next load imports the code as it is now

@@ -1,8 +1,9 @@
 """A persistent cache of code versions, so a CLI process does not re-parse a thousand asset functions
 that have not changed since the last command.
 
-A cache entry is valid for one exact state of the project: the key folds in every project Python
-file's path, size and modification time, the literal module-level constants of the imported project
+A cache entry is valid for one exact state of the project: the key folds in the path, size and
+modification time of every project file the process imported (not of every file under the project
+folder, which may hold gigabytes of data), the literal module-level constants of the imported project
 modules (an environment-driven ``THRESHOLD`` changes a version without changing a file), the Python
 minor version (``ast.dump`` differs between them) and assetflow's own version. Anything else
 recomputes. The cache lives in the user's cache folder, never in the project, and a cache that cannot
@@ -16,25 +17,31 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from .codeversion import project_modules
 
 
-_SKIP_DIRS = frozenset({".venv", "venv", "env", "site-packages", "node_modules", "__pycache__", ".git", ".assetflow"})
+def project_fingerprint(root: Path, also: Iterable[str | os.PathLike[str]] = ()) -> str:
+    """A cheap fingerprint of the project's code as this process imported it: the path, size and
+    modification time of every loaded module file under ``root`` (see
+    :func:`~assetflow.codeversion.project_modules`), and of ``also`` (the file that built the
+    definitions, in case it was executed without becoming a module).
 
-
-def project_fingerprint(root: Path) -> str:
-    """A cheap fingerprint of the project's Python files (paths, sizes, mtimes): long-lived workers
-    compare it to notice that the code they imported has been edited since."""
+    Only imported files count because only they can change a code version; walking the project folder
+    instead would list every data file, notebook and checkout under it on every command. A new file
+    matters once an imported one imports it, and that edit changes the importer. Long-lived workers
+    compare the fingerprint to notice that the code they imported has been edited since."""
+    files = {os.path.abspath(str(module.__file__)) for _name, module in project_modules(root)}
+    files.update(os.path.abspath(str(path)) for path in also)
     digest = hashlib.sha256()
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".py"):
-                stat = os.stat(os.path.join(folder, name))
-                digest.update(f"{folder}/{name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    for file in sorted(files):
+        try:
+            stat = os.stat(file)
+            digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        except OSError:
+            digest.update(f"{file}:missing;".encode())
     return digest.hexdigest()[:16]
 
 
@@ -56,19 +63,21 @@ def _constants_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def state_key(root: Path) -> str:
-    """The key of the project's code as it is now."""
+def state_key(root: Path, also: Iterable[str | os.PathLike[str]] = ()) -> str:
+    """The key of the project's code as it is now (``also``: see :func:`project_fingerprint`)."""
     from . import __version__
 
-    parts = [_FORMAT, __version__, f"{sys.version_info[0]}.{sys.version_info[1]}", project_fingerprint(root),
+    parts = [_FORMAT, __version__, f"{sys.version_info[0]}.{sys.version_info[1]}", project_fingerprint(root, also),
              _constants_digest(root)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def cached_versions(root: Path, names: list[str], compute: Callable[[list[str]], Mapping[str, str]]) -> dict[str, str]:
-    """Versions of ``names``: from the cache when the project is unchanged, else computed and stored."""
+def cached_versions(root: Path, names: list[str], compute: Callable[[list[str]], Mapping[str, str]],
+                    also: Iterable[str | os.PathLike[str]] = ()) -> dict[str, str]:
+    """Versions of ``names``: from the cache when the project is unchanged, else computed and stored
+    (``also``: see :func:`project_fingerprint`)."""
     path = _cache_file(root)
-    key = state_key(root)
+    key = state_key(root, also)
     try:
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
