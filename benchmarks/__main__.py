@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import trash
 from benchmarks.measure import REPO, WORK, work_lock
 from benchmarks.model import Measurement
 from benchmarks.workloads import WORKLOADS, Context, Workload
@@ -53,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected workloads and report (holding the scratch folder's lock throughout)."""
     args = parse_args(argv)
     with work_lock(args.work.resolve(), lambda text: print(text, file=sys.stderr, flush=True)):
-        return run(args)
+        try:
+            return run(args)
+        finally:
+            trash.empty()  # scratch folders moved aside between runs, deleted once nothing is timed
 
 
 def run(args: argparse.Namespace) -> int:

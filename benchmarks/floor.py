@@ -24,10 +24,12 @@ write per store is as cheap as it gets in Python, so an engine's W1 time divided
 (``× N floor`` in the report) is its orchestration overhead, and a floor above the target's
 0.1 s would prove the target physically out of reach here.
 
-On a local disk most of the unpartitioned floor is the kernel creating 200 folders and 200 files, and
-DuckDB creating its file. Those costs depend on the filesystem's state and on where the folder is
-(on the benchmark VM's ext4 volume they vary several-fold between sibling folders). So the floor is
-measured in the very folders and rounds of assetflow's W1 runs and is never quoted as a constant.
+On a local disk most of the unpartitioned floor is DuckDB creating its instance and file (~25 ms of
+instance alone, whatever the configuration) and the kernel creating 200 folders and 200 files. The
+kernel's part depends on the filesystem's state: deleting the previous run's files just before made it
+several times dearer, which is why the harness moves old folders aside instead (see
+:mod:`benchmarks.trash`). So the floor is measured in the very folders and rounds of assetflow's W1
+runs and is never quoted as a constant.
 """
 
 from __future__ import annotations

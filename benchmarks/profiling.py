@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks import trash
 from benchmarks.measure import WORK
 from benchmarks.model import Measurement
 
@@ -190,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     document = json.loads(args.results.read_text())
     env = child_env({"ASSETFLOW_NOW": projects.NOW}, pythonpath=True)
     with work_lock(WORK, print):
-        _profile_document(document, args.keys, env, py_spy)
+        try:
+            _profile_document(document, args.keys, env, py_spy)
+        finally:
+            trash.empty()
     return 0
 
 

@@ -14,9 +14,10 @@ the value store like any other result, so the figures include value storage and 
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from benchmarks import trash
 
 START = "2024-01-01"
 """First daily partition of every partitioned benchmark project."""
@@ -129,9 +130,9 @@ def range_source(partitions: int, single_run: bool) -> str:
 
 
 def write_project(folder: Path, source: str) -> Path:
-    """(Re)create ``folder`` holding ``project.py`` and a ``pyproject.toml``; returns the project file."""
-    if folder.exists():
-        shutil.rmtree(folder)
+    """(Re)create ``folder`` holding ``project.py`` and a ``pyproject.toml``; returns the project file.
+    An older copy is moved into :mod:`benchmarks.trash`, not deleted in front of the measured runs."""
+    trash.discard(folder)
     folder.mkdir(parents=True)
     (folder / "pyproject.toml").write_text('[project]\nname = "bench-project"\nversion = "0"\n\n'
                                            '[tool.assetflow]\nmodule = "project"\n')

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import projects
+from benchmarks import projects, trash
 from benchmarks.measure import WORK, Sample, assetflow_cli, child_env, inproc_cmd, run_measured
 from benchmarks.model import Measurement, Target
 from benchmarks.populate import Populated, make_stale, populate
@@ -104,13 +104,15 @@ def _cli(project: Path, *args: str, store: Path, data: Path) -> list[str]:
 
 
 def _reset(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
+    """An empty ``folder``, its old contents moved aside, not deleted (see :mod:`benchmarks.trash`)."""
+    trash.discard(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
 
 @dataclass(frozen=True)
 class Prepare:
-    """State set up before every run, outside the timed part: an emptied folder, optionally holding a
+    """State set up before every run, outside the timed part: an emptied folder (its old contents moved
+    into :mod:`benchmarks.trash`), optionally holding a
     fresh copy of a store. Declarative, so it is recorded in results.json and a later profiling run
     (``python -m benchmarks.profiling``) can repeat it."""
 

@@ -37,3 +37,20 @@ def test_quick_benchmarks_produce_every_workload(tmp_path: Path) -> None:
             assert isinstance(m["peak_rss_mib"], Real) and m["peak_rss_mib"] > 0, f"{wid} {key}"
             assert len(m["runs_s"]) == 1
     assert results["meta"]["quick"] is True
+    # Scratch folders are moved aside between runs and deleted once measuring is over.
+    assert not list((tmp_path / "work").rglob(".bench-trash"))
+
+
+def test_a_discarded_folder_is_moved_aside_until_the_trash_is_emptied(tmp_path: Path) -> None:
+    from benchmarks import trash
+
+    run = tmp_path / "project" / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "data" / "value.bin").write_bytes(b"x")
+    trash.discard(run)
+    assert not run.exists()
+    kept = list((tmp_path / "project" / trash.NAME).glob("*/data/value.bin"))
+    assert [p.read_bytes() for p in kept] == [b"x"]  # nothing freed while runs are being measured
+    trash.discard(tmp_path / "project" / "never-made")  # nothing to move: no error, no trash entry
+    trash.empty()
+    assert not (tmp_path / "project" / trash.NAME).exists()

@@ -12,7 +12,6 @@ never an exception in the harness. Where a peer is sampled and extrapolated, the
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import trash
 from benchmarks.measure import WORK, Sample, child_env, run_measured
 from benchmarks.model import Measurement, PeerFigure
 
@@ -117,12 +117,10 @@ def run_op(peer: str, python: Path, spec: dict[str, Any], settings: PeerSettings
     samples: list[Sample] = []
     for _ in range(runs or settings.runs):
         home = PEERS_DIR / "tmp" / peer
-        if home.exists():
-            shutil.rmtree(home, ignore_errors=True)
+        trash.discard(home)  # moved aside, as assetflow's folders are (see benchmarks.trash)
         home.mkdir(parents=True)
         cmd = [str(python), "-m", MODULE[peer], json.dumps({**spec, "home": str(home)})]
         sample = run_measured(cmd, cwd=home, env=child_env(pythonpath=True), timeout_s=settings.timeout_s)
-        shutil.rmtree(home, ignore_errors=True)
         if not sample.ok or sample.payload is None:
             reason = sample.failure() if not sample.ok else "no result printed"
             settings.log(f"  ! {peer} {spec['op']}: {reason}")
