@@ -117,10 +117,11 @@ def run_op(peer: str, python: Path, spec: dict[str, Any], settings: PeerSettings
     samples: list[Sample] = []
     for _ in range(runs or settings.runs):
         home = PEERS_DIR / "tmp" / peer
-        trash.discard(home)  # moved aside, as assetflow's folders are (see benchmarks.trash)
+        trash.discard(home)  # a leftover of an interrupted invocation; see benchmarks.trash
         home.mkdir(parents=True)
         cmd = [str(python), "-m", MODULE[peer], json.dumps({**spec, "home": str(home)})]
         sample = run_measured(cmd, cwd=home, env=child_env(pythonpath=True), timeout_s=settings.timeout_s)
+        trash.discard(home)  # deleted with the rest once the invocation is done measuring
         if not sample.ok or sample.payload is None:
             reason = sample.failure() if not sample.ok else "no result printed"
             settings.log(f"  ! {peer} {spec['op']}: {reason}")
