@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import types
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -33,7 +34,11 @@ def project_fingerprint(root: Path, also: Iterable[str | os.PathLike[str]] = ())
     instead would list every data file, notebook and checkout under it on every command. A new file
     matters once an imported one imports it, and that edit changes the importer. Long-lived workers
     compare the fingerprint to notice that the code they imported has been edited since."""
-    files = {os.path.abspath(str(module.__file__)) for _name, module in project_modules(root)}
+    return _fingerprint(project_modules(root), also)
+
+
+def _fingerprint(modules: list[tuple[str, types.ModuleType]], also: Iterable[str | os.PathLike[str]]) -> str:
+    files = {os.path.abspath(str(module.__file__)) for _name, module in modules}
     files.update(os.path.abspath(str(path)) for path in also)
     digest = hashlib.sha256()
     for file in sorted(files):
@@ -54,9 +59,9 @@ def _cache_file(root: Path) -> Path:
     return Path(base) / "code-versions" / (hashlib.sha256(str(root).encode()).hexdigest()[:16] + ".json")
 
 
-def _constants_digest(root: Path) -> str:
+def _constants_digest(modules: list[tuple[str, types.ModuleType]]) -> str:
     digest = hashlib.sha256()
-    for name, module in project_modules(root):
+    for name, module in modules:
         for key, value in sorted(vars(module).items()):
             if type(value) in _LITERALS and not (key.startswith("__") and key.endswith("__")):
                 digest.update(f"{name}.{key}={value!r};".encode())
@@ -67,8 +72,9 @@ def state_key(root: Path, also: Iterable[str | os.PathLike[str]] = ()) -> str:
     """The key of the project's code as it is now (``also``: see :func:`project_fingerprint`)."""
     from . import __version__
 
-    parts = [_FORMAT, __version__, f"{sys.version_info[0]}.{sys.version_info[1]}", project_fingerprint(root, also),
-             _constants_digest(root)]
+    modules = project_modules(root)  # one pass over sys.modules serves both digests
+    parts = [_FORMAT, __version__, f"{sys.version_info[0]}.{sys.version_info[1]}", _fingerprint(modules, also),
+             _constants_digest(modules)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
