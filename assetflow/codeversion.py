@@ -396,15 +396,29 @@ def _real_folder(folder: str) -> str:
     return candidate
 
 
+@functools.lru_cache(maxsize=4096)
+def _links_in(folder: str) -> frozenset[str] | None:
+    """The names of the symbolic links in ``folder`` (None if it cannot be listed): one listing, whose
+    entry types come without a ``stat`` each, answers for every module file in the folder."""
+    try:
+        with os.scandir(folder) as entries:
+            return frozenset(entry.name for entry in entries if entry.is_symlink())
+    except OSError:
+        return None
+
+
 def real_path(file: str) -> str:
     """``os.path.realpath(file)``, resolving each folder once per process: the ~800 modules a project
-    loads share ~100 folders, and resolving every path component by component costs ~0.1 s a command."""
-    if os.path.islink(file):
-        return os.path.realpath(file)
+    loads share ~100 folders, and resolving every path component by component costs ~0.1 s a command
+    (and an ``lstat`` per module file still ~4 ms: whether a file is a link comes from its folder's
+    listing instead)."""
     # Plain string work, not os.path.join/abspath (~3 µs each, 800 times a command): module files are
     # absolute already, and the folder's realpath normalizes whatever abspath would have.
     folder, name = os.path.split(file if os.path.isabs(file) else os.path.abspath(file))
     if not name:  # a folder given with a trailing separator
+        return os.path.realpath(file)
+    links = _links_in(folder)
+    if name in links if links is not None else os.path.islink(file):
         return os.path.realpath(file)
     real = _real_folder(folder)
     return f"{real}{name}" if real.endswith(os.sep) else f"{real}{os.sep}{name}"
@@ -425,9 +439,12 @@ def project_modules(root: str | os.PathLike[str]) -> list[tuple[str, types.Modul
 def _is_project_file(file: str, root: str) -> bool:
     """True if ``file`` is under ``root`` and is not installed code (site-packages, a virtualenv
     folder inside the project, or the interpreter's own prefix)."""
+    folder, sep, _name = file.rpartition(os.sep)
+    if sep and folder and os.path.isabs(file) and not _may_hold_project_files(folder, root):
+        return False  # the common case (an installed module), decided once per folder
     real = real_path(file)
-    if not real.startswith(root if root.endswith(os.sep) else root + os.sep):
-        return False  # the common case, decided without building paths
+    if not _is_under(real, root):
+        return False
     path = Path(real)
     root_path = Path(root)
     if _INSTALLED_DIR_NAMES.intersection(path.parts):
@@ -439,6 +456,18 @@ def _is_project_file(file: str, root: str) -> bool:
         path.is_relative_to(prefix) and not root_path.is_relative_to(prefix)
         for prefix in _interpreter_prefixes()
     )
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path.startswith(root if root.endswith(os.sep) else root + os.sep)
+
+
+@functools.lru_cache(maxsize=4096)
+def _may_hold_project_files(folder: str, root: str) -> bool:
+    """False when no file of ``folder`` can resolve under ``root``: the folder resolves elsewhere and
+    holds no symbolic link (a link could point anywhere, as a ``flit install --symlink`` one does)."""
+    links = _links_in(folder)
+    return links is None or bool(links) or _is_under(_real_folder(folder) + os.sep, root)
 
 
 @functools.lru_cache(maxsize=1)

@@ -696,3 +696,36 @@ def test_real_path_resolves_like_os_realpath_through_symlinked_folders_and_files
         f"{tmp_path}/real/pkg/",  # a folder with a trailing separator
     ]
     assert [real_path(p) for p in paths] == [os.path.realpath(p) for p in paths]
+
+
+def test_project_modules_finds_project_files_however_they_were_imported(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # project_modules decides most modules once per folder (a folder that resolves outside the project
+    # and holds no link); a module reached through a link from outside must still count, and one
+    # beside the project in a plain folder must not.
+    from assetflow.codeversion import project_modules
+
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    for relative in ("top.py", "pkg/inner.py", "single.py"):
+        (root / relative).write_text("")
+    site = tmp_path / "site-packages"
+    (site / "plain").mkdir(parents=True)
+    (site / "plain" / "lib.py").write_text("")
+    (site / "linkedpkg").symlink_to(root / "pkg")  # a symlinked package folder
+    (site / "single.py").symlink_to(root / "single.py")  # a symlinked single-module install
+    (site / "other.py").write_text("")  # a plain module beside the link
+    files = {
+        "t_top": root / "top.py",  # directly in the project folder
+        "t_inner": root / "pkg" / "inner.py",
+        "t_via_folder": site / "linkedpkg" / "inner.py",
+        "t_via_file": site / "single.py",
+        "t_plain": site / "plain" / "lib.py",
+        "t_other": site / "other.py",
+    }
+    for name, file in files.items():
+        module = types.ModuleType(name)
+        module.__file__ = str(file)
+        monkeypatch.setitem(sys.modules, name, module)
+    found = {name for name, _module in project_modules(root) if name.startswith("t_")}
+    assert found == {"t_top", "t_inner", "t_via_folder", "t_via_file"}
