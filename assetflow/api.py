@@ -246,7 +246,8 @@ def _run(project: Project, store: LineageStore, pool: Executor, request: PlanReq
         "success" if counts["failed"] == 0 and counts["upstream_failed"] == 0 else "failed")
     # The last batch and the run's end commit together.
     store.write(coordinator.final_batch(), finish=RunEnd(run_id, status, counts, project.clock.now(),
-                                                          "interrupted by SIGINT" if interrupted else None))
+                                                          "interrupted by SIGINT" if interrupted else None),
+                make_durable=project.values.sync)
     _sync(project, store)
     if interrupted:
         raise Interrupted("interrupted: the run was recorded as cancelled")

@@ -546,13 +546,25 @@ class LineageStore:
             _sql(con, "COMMIT")
             return int(base), StoreSnapshot.empty(catalogue) if new else _read_snapshot(con, catalogue)
 
-    def write(self, batch: Batch, *, finish: RunEnd | None = None) -> None:
+    def write(self, batch: Batch, *, finish: RunEnd | None = None,
+              make_durable: Callable[[], None] | None = None) -> None:
         """Append a batch of attempts, inputs and check results, and move heads, in one transaction —
         which also closes the run when ``finish`` is given (a run's last batch and its end commit together).
 
-        Called only after every value the batch points at is durable in the data store, with at most
-        one ``materialized`` attempt per (asset, partition).
+        Every value the batch points at must be durable in the data store before the commit:
+        ``make_durable`` (the data root's flush) runs on a thread while the statements do — both wait
+        on the disk, not on the GIL — and the commit waits for it; if it fails, nothing is committed.
+        Without it, the values must be durable already. At most one ``materialized`` attempt per
+        (asset, partition).
         """
+        flushing = None if make_durable is None else Background("assetflow-sync", make_durable)
+        try:
+            self._write(batch, finish, flushing)
+        finally:
+            if flushing is not None:
+                flushing.wait()  # never left running behind an error (the caller may delete the values)
+
+    def _write(self, batch: Batch, finish: RunEnd | None, flushing: Background[None] | None) -> None:
         outcomes = set(batch.attempts.column("outcome").to_pylist())
         # Registering an Arrow table costs about a millisecond: only tables with rows are.
         tables = {name: rows for name, rows in (("b_attempts", batch.attempts), ("b_inputs", batch.inputs),
@@ -586,6 +598,8 @@ class LineageStore:
                     [finish.status, finish.finished_at, finish.counts.get("materialized", 0),
                      finish.counts.get("skipped", 0), finish.counts.get("failed", 0),
                      finish.counts.get("upstream_failed", 0), finish.error, finish.run_id])
+            if flushing is not None:
+                flushing.result()  # raises a failed flush: the open transaction is rolled back
             _sql(con, "COMMIT")
             for name in tables:
                 con.unregister(name)

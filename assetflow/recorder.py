@@ -1,8 +1,9 @@
 """Writing lineage in the background, in batches, without ever pointing at a value that is not durable.
 
 The coordinator hands over batches; one writer thread commits them in order. DuckDB releases the GIL
-while it works, so writes overlap with scheduling instead of stalling it. Each batch is preceded by one
-flush of the data root (:meth:`ValueStore.sync`), so every row commits after the values it names.
+while it works, so writes overlap with scheduling instead of stalling it. Each batch's commit waits for
+one flush of the data root (:meth:`ValueStore.sync`, run beside the batch's statements), so every row
+commits after the values it names.
 
 How often to write adapts: at least :data:`MIN_INTERVAL_S` apart, and at least four times as long as
 the last write took, so recording never takes more than about a fifth of a run, however large the store.
@@ -43,8 +44,7 @@ class Recorder:
                 continue  # after a failure nothing more is written; close() reports it
             started = time.monotonic()
             try:
-                self.values.sync()
-                self.store.write(batch)
+                self.store.write(batch, make_durable=self.values.sync)
             except BaseException as exc:  # surfaced to the coordinator at the next submit/close
                 self._error = exc
             took = time.monotonic() - started

@@ -241,10 +241,10 @@ class Coordinator:
         return [self.reports[g] for g in self.plan.step_gids.tolist()]
 
     def final_batch(self) -> Batch:
-        """The records not written yet, their values made durable — after every earlier batch is
-        committed: the caller commits them together with the run's end."""
+        """The records not written yet — after every earlier batch is committed: the caller commits them
+        together with the run's end, once their values are durable (``LineageStore.write``'s
+        ``make_durable``)."""
         self.recorder.close()
-        self.values.sync()
         return self.buffer.take()
 
     def _on_sigint(self, signum: int, frame: object) -> None:

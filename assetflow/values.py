@@ -198,8 +198,16 @@ class ValueStore:
         a value are ignored.
         """
         found: set[str] = set()
+        # Locally, one listing of the root first: a fresh root, or an asset never materialized, then
+        # costs no failing listing of its own (200 of them for a new 200-asset project).
+        top = None
+        if self._is_local():
+            with self._os_errors("list", "the root", missing_is_absent=False):
+                top = set(self._names_in(self._root or "."))
         for asset in dict.fromkeys(assets):  # dedupe, keep order
             folder = self._full(_checked_relative(asset, self.url))
+            if top is not None and asset.split("/", 1)[0] not in top:
+                continue
             with self._os_errors("list", asset, missing_is_absent=False):
                 names = self._names_in(folder)
             found.update(f"{asset}/{name}" for name in names if _VALUE_NAME.fullmatch(name))

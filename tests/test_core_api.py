@@ -55,6 +55,22 @@ def test_fresh_project_materializes_everything_then_nothing(project):
     assert plan.summary() == {"steps": 0, "assets": 0, "up_to_date": 11}
 
 
+def test_lineage_is_not_committed_when_the_values_cannot_be_made_durable(project, monkeypatch):
+    # The run's last batch commits only after the data root's flush (which runs beside its
+    # statements): a flush that fails must leave no lineage pointing at values that may be lost.
+    from assetflow.values import ValueStore
+
+    project.write(PIPELINE)
+
+    def failing_flush(self: ValueStore) -> None:
+        raise OSError("flush failed")
+
+    with monkeypatch.context() as patched, pytest.raises(OSError, match="flush failed"):
+        patched.setattr(ValueStore, "sync", failing_flush)
+        af.materialize(project.defs())
+    assert step_keys(stale_plan(project).steps) == ALL_STEPS
+
+
 # --- code versions --------------------------------------------------------------------------------
 
 

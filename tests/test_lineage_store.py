@@ -75,6 +75,26 @@ def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
         LineageStore(path).runs()
 
 
+def test_a_batch_commits_only_once_its_values_are_durable(tmp_path: Path) -> None:
+    # The data root's flush runs beside the batch's statements; the commit waits for it, and a flush
+    # that fails leaves nothing behind that points at values which may not be on disk.
+    store = LineageStore(tmp_path / "s.duckdb")
+    store.begin_run("r1", "manual", {}, [], T0, CATALOGUE)
+    batch = _batch([_attempt(1, "c", "", "materialized", "v1")], [])
+    flushed: list[str] = []
+
+    def failing_flush() -> None:
+        raise OSError("the disk is gone")
+
+    with pytest.raises(OSError, match="the disk is gone"):
+        store.write(batch, make_durable=failing_flush)
+    assert store.heads() == [] and store.run("r1")["attempts"] == []
+
+    store.write(batch, make_durable=lambda: flushed.append("flushed"))
+    assert flushed == ["flushed"]
+    assert [(h["asset"], h["data_version"]) for h in store.heads()] == [("c", "v1")]
+
+
 def test_head_inputs_follow_the_newest_materialization_only(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
     store.write(_batch([_attempt(1, "c", "", "materialized", "v1")],
