@@ -73,3 +73,21 @@ def test_a_value_read_in_short_pieces_is_read_to_its_end(tmp_path: Path) -> None
     assert values._read_local(str(tmp_path / "v.bin"), short) == payload
     assert len(calls) > 10
     assert values._read_local(str(tmp_path / "v.bin")) == payload
+
+
+def test_values_of_assets_listed_as_absent_create_their_folders(tmp_path: Path) -> None:
+    # An asset whose folder a listing found absent skips the existence check and makes its folder up
+    # front (the data root too, when that is new); a value another writer stored after the listing is
+    # written again, identically, and both stores read it back.
+    from assetflow.values import ValueStore
+
+    store = ValueStore(str(tmp_path / "data"))
+    assert store.list_paths(["a", "b", "nested/c"]) == set()  # the root itself does not exist yet
+    first = store.put("a", b"one")
+    other = ValueStore(str(tmp_path / "data")).put("b", b"two")  # after our listing
+    second = store.put("b", b"two")
+    nested = store.put("nested/c", b"three")
+    assert second == other
+    assert [store.get(v.path, v.format) for v in (first, second, nested)] == [b"one", b"two", b"three"]
+    assert store.list_paths(["a", "b", "nested/c"]) == {first.path, second.path, nested.path}
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a", "b", "nested"]
