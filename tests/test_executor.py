@@ -259,6 +259,69 @@ def test_max_concurrency_and_pool_limits_hold(tmp_path: Path, api_env: None, exe
     assert current == {"all": 0, "db": 0}
 
 
+SHORT_WAITS = '''
+daily = af.DailyPartitions(start="2024-01-01")
+
+
+@af.asset(partitions=daily)
+def fetch(ctx: af.Context) -> bytes:
+    _memory_update(["all"], +1)
+    time.sleep(0.002)  # a short wait (a small request), well under the executor's "slow" mark
+    _memory_update(["all"], -1)
+    return ctx.partition_key.encode()
+
+
+defs = af.Definitions(assets=[fetch])
+'''
+
+
+def test_short_attempts_that_wait_still_run_side_by_side(tmp_path: Path, api_env: None) -> None:
+    # The thread executor starts a run on one thread (short attempts that compute run faster one at a
+    # time) and puts every thread to work once an attempt waits: a run of short waits is not serialized.
+    project = _project(tmp_path, SHORT_WAITS)
+    module = project.load()
+    result = af.materialize(module.defs, max_concurrency=4)
+    assert result.status == "success" and result.counts["materialized"] == 10
+    assert 2 <= module.PEAK["all"] <= 4, module.PEAK
+
+
+CHAIN = '''
+@af.asset
+def first() -> bytes:
+    return b"1"
+
+
+@af.asset
+def second(first: bytes) -> bytes:
+    return first + b"2"
+
+
+@af.asset
+def third(second: bytes) -> bytes:
+    return second + b"3"
+
+
+defs = af.Definitions(assets=[first, second, third])
+'''
+
+
+def test_a_worker_going_idle_wakes_the_coordinator(tmp_path: Path, api_env: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short attempts don't wake the coordinator with each result (see BatchedResults): the worker that
+    # runs out of work does. With the coordinator's own periodic wake-up an hour away, a chain of
+    # no-op steps still finishes: each one's result reaches it as soon as the worker is idle.
+    import assetflow.scheduler
+
+    monkeypatch.setattr(assetflow.scheduler, "TICK_S", 3600.0)
+    module = _project(tmp_path, CHAIN).load()
+    outcome: list[Any] = []
+    runner = threading.Thread(target=lambda: outcome.append(af.materialize(module.defs)), daemon=True)
+    runner.start()
+    runner.join(WAIT_S)
+    assert outcome and outcome[0].status == "success", "the run waited for the coordinator's periodic wake-up"
+    assert af.load(module.defs, "third") == b"123"
+
+
 def test_pool_limit_of_two_across_assets(tmp_path: Path, api_env: None) -> None:
     project = _project(tmp_path, '''
         daily = af.DailyPartitions(start="2024-01-01")

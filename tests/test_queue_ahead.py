@@ -4,7 +4,7 @@ A worker thread takes its next attempt from the executor's queue the moment it f
 sleeping until the coordinator hears of the result and hands it another (a thread wake-up costs about as
 much as a no-op step). The rules that keep this safe:
 
-* the queue ahead is bounded (as many attempts as slots), and only the slots run at once;
+* the queue ahead is bounded (``QUEUE_AHEAD_PER_SLOT`` attempts per slot), and only the slots run at once;
 * an attempt with a timeout is handed over only when a slot is free, since its clock starts then;
 * an attempt given up while still queued (Ctrl-C) never starts.
 
@@ -13,7 +13,6 @@ The executor here is the real :class:`ThreadExecutor`, subclassed only to count 
 
 from __future__ import annotations
 
-import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import pytest
 
 import assetflow as af
 from assetflow import api
-from assetflow.executors import ThreadExecutor
+from assetflow import executors
+from assetflow.executors import BatchedResults, ThreadExecutor
 from assetflow.values import ValueStore
 from assetflow.worker import StepTask
 from project_kit import load_defs, write_project
@@ -43,13 +43,13 @@ class CountingThreads(ThreadExecutor):
         self.outstanding_at_submit: dict[str, int] = {}
         executor = self
 
-        class Reported(queue.Queue):  # type: ignore[type-arg]
-            def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        class Reported(BatchedResults):
+            def put(self, item: Any, wake: bool = True) -> None:
                 with executor.lock:
                     executor.outstanding -= 1
-                super().put(item, block, timeout)
+                super().put(item, wake)
 
-        self.results = Reported()
+        self.results = Reported(self._watch)
         CountingThreads.instances.append(self)
 
     def submit(self, job: int, task: StepTask) -> None:
@@ -125,6 +125,7 @@ def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Count
     write_project(tmp_path, PIPELINE)
     monkeypatch.setenv("ASSETFLOW_NOW", NOW)
     monkeypatch.setattr(api, "ThreadExecutor", CountingThreads)
+    monkeypatch.setattr(executors, "QUEUE_AHEAD_PER_SLOT", 1)  # a bound these seven attempts reach
     CountingThreads.instances.clear()
     defs = load_defs(tmp_path)
     result = af.materialize(defs, max_concurrency=2, store=str(tmp_path / "lineage.duckdb"),
