@@ -102,7 +102,7 @@ class StoredValue:
 class ValueStore:
     """Content-addressed, atomically written values under one root URL (local path or fsspec URL)."""
 
-    __slots__ = ("url", "storage_options", "_fs", "_root", "_plain", "_recent", "_unlisted")
+    __slots__ = ("url", "storage_options", "_fs", "_root", "_plain", "_recent", "_unlisted", "_made")
 
     url: str
     """The data root. A relative local path is made absolute, so workers with another cwd agree."""
@@ -136,8 +136,10 @@ class ValueStore:
         # What this process wrote through this store: read back from memory (see assetflow.recent).
         self._recent = RecentValues()
         # Assets whose folder a local listing found absent: nothing can be found there but what this
-        # store writes, so their values skip the existence check and create the folder up front.
+        # store writes, so their values skip the existence check, and the first creates the folder up
+        # front (``_made``: the ones it has created since).
         self._unlisted: set[str] = set()
+        self._made: set[str] = set()
 
     def __repr__(self) -> str:
         """Show the root URL (never the storage options, which may hold credentials)."""
@@ -164,7 +166,10 @@ class ValueStore:
                 size = None if unlisted else self._size_if_present(full)
                 if not size:
                     encoded = _encode(normalized, value)
-                    size = self._write(full, encoded, new_folder=unlisted)
+                    new_folder = unlisted and asset not in self._made
+                    size = self._write(full, encoded, new_folder=new_folder)
+                    if new_folder:
+                        self._made.add(asset)
             self._recent.remember(path, size, encoded if isinstance(encoded, bytes) else None)
         return StoredValue(path=path, format=fmt, size=size, content_hash=content_hash)
 

@@ -84,10 +84,12 @@ def test_values_of_assets_listed_as_absent_create_their_folders(tmp_path: Path) 
     store = ValueStore(str(tmp_path / "data"))
     assert store.list_paths(["a", "b", "nested/c"]) == set()  # the root itself does not exist yet
     first = store.put("a", b"one")
+    again = store.put("a", b"one again")  # the folder this store has made since
     other = ValueStore(str(tmp_path / "data")).put("b", b"two")  # after our listing
     second = store.put("b", b"two")
     nested = store.put("nested/c", b"three")
     assert second == other
-    assert [store.get(v.path, v.format) for v in (first, second, nested)] == [b"one", b"two", b"three"]
-    assert store.list_paths(["a", "b", "nested/c"]) == {first.path, second.path, nested.path}
+    assert [store.get(v.path, v.format) for v in (first, again, second, nested)] == [
+        b"one", b"one again", b"two", b"three"]
+    assert store.list_paths(["a", "b", "nested/c"]) == {first.path, again.path, second.path, nested.path}
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["a", "b", "nested"]
