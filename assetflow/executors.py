@@ -52,6 +52,15 @@ executor puts all its threads to work (see :class:`ThreadExecutor`)."""
 WAITED_S = 0.001
 """An attempt that spent this long waiting rather than computing (I/O, a sleep, a lock) puts all the
 thread executor's threads to work: other attempts can run meanwhile."""
+BUSY_S = 0.001
+"""Attempts averaging this long (a moving average over the last several) put all the thread
+executor's threads to work, however they spend it: a thread's CPU time cannot tell computing under
+the GIL from computing without it (hashing, compression, numpy, Arrow), and only the second runs side
+by side. Below it, a step's own cost is mostly the engine's bookkeeping, which holds the GIL anyway."""
+_BUSY_WEIGHT = 0.125
+"""Weight of the latest attempt in that moving average (~the last eight count): one slow outlier
+among no-op steps (a collection, a cold cache) does not open the lanes, a run of 1 ms attempts does
+within a few."""
 
 
 class BatchedResults:
@@ -110,11 +119,12 @@ class ThreadExecutor:
 
     Narrow until proven slow: a run starts with one *lane* (one thread takes attempts; the others wait
     for a lane, not for work) and opens every lane once an attempt has run for :data:`SLOW_S`, or
-    waited for :data:`WAITED_S` (I/O, a sleep), or has a timeout. Threads only help attempts that
-    release the GIL for a while; for short ones, each extra runnable thread turns every syscall of
-    every worker into a GIL hand-off (W1's 200 no-op steps: ~8 % of the run). A run of real work loses
-    at most :data:`SLOW_S` of concurrency at its start; the price is paid by short attempts that compute
-    without the GIL (numpy, Arrow) in under :data:`SLOW_S`, which run one at a time.
+    waited for :data:`WAITED_S` (I/O, a sleep), or attempts average :data:`BUSY_S`, or one has a
+    timeout. Threads only help attempts that release the GIL for a while; for no-op-sized ones, each
+    extra runnable thread turns every syscall of every worker into a GIL hand-off (W1's 200 no-op
+    steps: ~8 % of the run). A run of real work loses at most :data:`SLOW_S` (or a few attempts of
+    :data:`BUSY_S` and more) of concurrency at its start; only attempts averaging under :data:`BUSY_S`
+    run one at a time — mostly the engine's own bookkeeping, which would hold the GIL anyway.
     """
 
     def __init__(self, resolve: Resolver) -> None:
@@ -127,6 +137,7 @@ class ThreadExecutor:
         self.queue_ahead = 0
         self._lanes = threading.Semaphore(1)
         self._closed_lanes = 0  # lanes still to open (all of them at once, see _open_lanes)
+        self._mean_s = 0.0  # moving average of attempt durations while the lanes are closed (see BUSY_S)
         self._lock = threading.Lock()
 
     def start(self, slots: int) -> None:
@@ -199,8 +210,10 @@ class ThreadExecutor:
             result = exc
         slot.started = 0.0
         took = time.perf_counter() - started
-        if self._closed_lanes and (took >= SLOW_S or took - (time.thread_time() - cpu) >= WAITED_S):
-            self._open_lanes()  # real work, or work that waits: the other threads can help
+        if self._closed_lanes:  # then this is the one thread taking attempts: no race on the average
+            self._mean_s += (took - self._mean_s) * _BUSY_WEIGHT
+            if took >= SLOW_S or took - (time.thread_time() - cpu) >= WAITED_S or self._mean_s >= BUSY_S:
+                self._open_lanes()  # real work, or work that waits: the other threads can help
         if job in abandoned:
             abandoned.discard(job)
             return False
