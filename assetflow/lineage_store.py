@@ -100,6 +100,11 @@ ATTEMPT_SCHEMA = pa.schema([
 INPUT_SCHEMA = pa.schema([
     ("mat_id", pa.int64()), ("up_asset", pa.string()), ("up_partition", pa.string()), ("data_version", pa.string()),
 ])
+"""The ``inputs`` table: the upstream versions one materialization consumed."""
+BATCH_INPUT_SCHEMA = INPUT_SCHEMA.append(pa.field("asset", pa.string())).append(pa.field("partition", pa.string()))
+"""A batch's input rows: ``inputs`` columns, then the (asset, partition) of the attempt ``mat_id`` names —
+which its writer knows, so moving heads needs no join of the batch's inputs to its attempts (a third
+of the head inputs' insert, ~2 ms a batch). Input rows belong to ``materialized`` attempts only."""
 CHECK_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("asset", pa.string()), ("partition", pa.string()), ("check_name", pa.string()),
     ("passed", pa.bool_()), ("blocking", pa.bool_()), ("error", pa.string()), ("metadata", pa.string()),
@@ -185,7 +190,7 @@ class Batch:
     @staticmethod
     def empty() -> Batch:
         """A batch with no rows."""
-        return Batch(ATTEMPT_SCHEMA.empty_table(), INPUT_SCHEMA.empty_table(), CHECK_SCHEMA.empty_table())
+        return Batch(ATTEMPT_SCHEMA.empty_table(), BATCH_INPUT_SCHEMA.empty_table(), CHECK_SCHEMA.empty_table())
 
 
 @dataclass(frozen=True, slots=True)
@@ -577,7 +582,7 @@ class LineageStore:
             if batch.attempts.num_rows:
                 _sql(con, "INSERT INTO materializations SELECT * FROM b_attempts")
             if batch.inputs.num_rows:
-                _sql(con, "INSERT INTO inputs SELECT * FROM b_inputs")
+                _sql(con, "INSERT INTO inputs SELECT mat_id, up_asset, up_partition, data_version FROM b_inputs")
             if batch.checks.num_rows:
                 _sql(con, "INSERT INTO checks SELECT * FROM b_checks")
             if "materialized" in outcomes:
@@ -625,9 +630,7 @@ class LineageStore:
                 "DELETE FROM head_inputs WHERE (asset, partition) IN "
                 "(SELECT asset, partition FROM b_attempts WHERE outcome = 'materialized')")
         if with_inputs:  # the batch's own successes, not the heads table (which grows with the store)
-            _sql(con,
-                "INSERT INTO head_inputs SELECT a.asset, a.partition, i.up_asset, i.up_partition, i.data_version "
-                "FROM b_inputs i JOIN b_attempts a ON a.mat_id = i.mat_id WHERE a.outcome = 'materialized'")
+            _sql(con, "INSERT INTO head_inputs SELECT asset, partition, up_asset, up_partition, data_version FROM b_inputs")
 
     def record_observations(self, observations: pa.Table) -> None:
         """Remember the latest observed version of source partitions."""

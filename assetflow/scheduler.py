@@ -31,7 +31,7 @@ from .definitions import AssetDef, SourceDef
 from .errors import Interrupted
 from .gcpause import without_gc_pauses
 from .executors import Executor
-from .lineage_store import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, LineageStore
+from .lineage_store import ATTEMPT_SCHEMA, BATCH_INPUT_SCHEMA, CHECK_SCHEMA, Batch, LineageStore
 from .planner import Plan, external
 from .rebuilder import Reason
 from .recorder import Recorder
@@ -110,7 +110,7 @@ class _Buffer:
     def take(self) -> Batch:
         batch = Batch(
             arrays.table(self.attempts, ATTEMPT_SCHEMA),
-            arrays.table(self.inputs, INPUT_SCHEMA),
+            arrays.table(self.inputs, BATCH_INPUT_SCHEMA),
             arrays.table(self.checks, CHECK_SCHEMA),
             self.new_heads,
         )
@@ -367,8 +367,9 @@ class Coordinator:
             for gid, stored in zip(unit.gids, result.stored):
                 self.produced[gid] = (stored.data_version, stored.path, stored.format)
                 mat_id = self._row(unit, gid, "materialized", result, stored=stored)
-                self.buffer.inputs.extend((mat_id, up_asset, up_key, dv) for down, up_asset, up_key, dv in unit.consumed
-                                          if down == gid)
+                key = self.layout.keys[unit.asset][gid - unit.first]
+                self.buffer.inputs.extend((mat_id, up_asset, up_key, dv, unit.asset, key)  # BATCH_INPUT_SCHEMA order
+                                          for down, up_asset, up_key, dv in unit.consumed if down == gid)
                 self._report(unit, gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
             self._checks(result)
             self._finish(index)

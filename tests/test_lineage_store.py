@@ -14,8 +14,8 @@ from assetflow.lineage_store import (
     _MIGRATIONS,
     _SCHEMA_V1,
     ATTEMPT_SCHEMA,
+    BATCH_INPUT_SCHEMA,
     CHECK_SCHEMA,
-    INPUT_SCHEMA,
     SCHEMA_VERSION,
     Batch,
     Catalogue,
@@ -36,7 +36,10 @@ def _attempt(mat_id: int, asset: str, partition: str, outcome: str, data_version
 
 
 def _batch(attempts: list[dict], inputs: list[dict]) -> Batch:
-    return Batch(pa.Table.from_pylist(attempts, ATTEMPT_SCHEMA), pa.Table.from_pylist(inputs, INPUT_SCHEMA),
+    # Input rows carry the pair of the attempt they belong to, as the coordinator writes them.
+    pair = {a["mat_id"]: {"asset": a["asset"], "partition": a["partition"]} for a in attempts}
+    rows = [{**i, **pair[i["mat_id"]]} for i in inputs]
+    return Batch(pa.Table.from_pylist(attempts, ATTEMPT_SCHEMA), pa.Table.from_pylist(rows, BATCH_INPUT_SCHEMA),
                  CHECK_SCHEMA.empty_table())
 
 

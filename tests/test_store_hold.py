@@ -19,7 +19,7 @@ import pytest
 import assetflow as af
 from assetflow import lineage_store
 from assetflow.errors import StoreError
-from assetflow.lineage_store import ATTEMPT_SCHEMA, CHECK_SCHEMA, INPUT_SCHEMA, Batch, Catalogue, LineageStore, _sql
+from assetflow.lineage_store import ATTEMPT_SCHEMA, BATCH_INPUT_SCHEMA, CHECK_SCHEMA, Batch, Catalogue, LineageStore, _sql
 
 from project_kit import load_defs, write_project
 
@@ -85,7 +85,7 @@ def _success(mat_id: int, asset: str, partition: str, version: str) -> dict:
 
 
 def _batch(*attempts: dict) -> Batch:
-    return Batch(pa.Table.from_pylist(list(attempts), ATTEMPT_SCHEMA), INPUT_SCHEMA.empty_table(),
+    return Batch(pa.Table.from_pylist(list(attempts), ATTEMPT_SCHEMA), BATCH_INPUT_SCHEMA.empty_table(),
                  CHECK_SCHEMA.empty_table())
 
 
