@@ -575,9 +575,11 @@ class LineageStore:
         tables = {name: rows for name, rows in (("b_attempts", batch.attempts), ("b_inputs", batch.inputs),
                                                 ("b_checks", batch.checks)) if rows.num_rows}
         with self.connect(write=True) as con:
+            _sql(con, "BEGIN")
+            # Registered inside the transaction, the batch's views commit (or roll back) with it: two
+            # commits fewer than registering and unregistering each on its own, ~1 ms a batch.
             for name, rows in tables.items():
                 con.register(name, rows)
-            _sql(con, "BEGIN")
             # Statements cost milliseconds each here: only those the batch needs are run.
             if batch.attempts.num_rows:
                 _sql(con, "INSERT INTO materializations SELECT * FROM b_attempts")
@@ -603,11 +605,11 @@ class LineageStore:
                     [finish.status, finish.finished_at, finish.counts.get("materialized", 0),
                      finish.counts.get("skipped", 0), finish.counts.get("failed", 0),
                      finish.counts.get("upstream_failed", 0), finish.error, finish.run_id])
+            for name in tables:
+                con.unregister(name)
             if flushing is not None:
                 flushing.result()  # raises a failed flush: the open transaction is rolled back
             _sql(con, "COMMIT")
-            for name in tables:
-                con.unregister(name)
 
     @staticmethod
     def _move_heads(con: duckdb.DuckDBPyConnection, with_inputs: bool, new: bool) -> None:
