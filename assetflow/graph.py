@@ -87,13 +87,22 @@ class AssetGraph:
             if node.pool is not None and node.pool not in self.defs.pools:
                 raise DefinitionError(f"asset '{node.name}' uses pool '{node.pool}' which Definitions(pools=...) does not define")
 
-    def assets(self) -> list[AssetDef]:
+    def assets(self) -> tuple[AssetDef, ...]:
         """Buildable assets (not sources) in topological order."""
-        return [n for n in (self.nodes[x] for x in self.order) if isinstance(n, AssetDef)]
+        return self._assets
 
-    def sources(self) -> list[SourceDef]:
+    def sources(self) -> tuple[SourceDef, ...]:
         """Source assets in topological order."""
-        return [n for n in (self.nodes[x] for x in self.order) if isinstance(n, SourceDef)]
+        return self._sources
+
+    @cached_property
+    def _assets(self) -> tuple[AssetDef, ...]:
+        # Once per graph: a command asks for them several times, and the graph never changes.
+        return tuple(n for n in (self.nodes[x] for x in self.order) if isinstance(n, AssetDef))
+
+    @cached_property
+    def _sources(self) -> tuple[SourceDef, ...]:
+        return tuple(n for n in (self.nodes[x] for x in self.order) if isinstance(n, SourceDef))
 
     @cached_property
     def index(self) -> dict[str, int]:

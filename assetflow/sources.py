@@ -7,6 +7,7 @@ without changing it is not a change). Absent partitions observe as ``None``: dow
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,7 @@ def observe_source(source: SourceDef, now: datetime) -> list[tuple[str, str | No
     return [(k, observe_path(fs, fs._strip_protocol(source.path_for(k or None)), source.version == "content")) for k in keys]
 
 
-def observe_sources(sources: list[SourceDef], now: datetime) -> pa.Table:
+def observe_sources(sources: Sequence[SourceDef], now: datetime) -> pa.Table:
     """Observations of every source as a (source, partition, version) table."""
     names: list[str] = []
     partitions: list[str] = []
