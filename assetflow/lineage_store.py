@@ -42,6 +42,11 @@ from .background import Background
 from .errors import StoreError, cannot_create_store
 
 SCHEMA_VERSION = 2
+NEW_STORE_CONFIG = {"default_block_size": "16384"}
+"""DuckDB settings for creating a store file. 16 KiB blocks instead of the default 256 KiB: a new
+store's first checkpoint writes ~0.2 MB instead of ~2.6 MB (its close, 14 -> 10 ms here; and a remote
+store uploads that file after every commit), while a 365k-partition store plans as fast (0.38 vs
+0.39 s) in a file ~12 % larger. An existing file keeps the block size it was created with."""
 _IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
 HOLD_S = 1.0
@@ -427,14 +432,16 @@ class LineageStore:
         return con
 
     def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        config: dict[str, str] = {}
         if not read_only and not self.path.exists():
             self._created = True
             self._schema_ready = False
+            config = NEW_STORE_CONFIG
         deadline = time.monotonic() + self.lock_wait_s
         pause = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(str(self.path), read_only=read_only, config=config)
             except duckdb.IOException as exc:
                 if not _is_lock_conflict(exc) or time.monotonic() > deadline:
                     raise StoreError(f"cannot open lineage store {self.path}: {str(exc).splitlines()[0]}") from None

@@ -15,8 +15,9 @@ scheduler, no run records, no input edges, no code versions:
    returns the same bytes, so 200 files back 20,000 materializations in both;
 3. one ``syncfs`` of the data folder (values durable before lineage points at them, the group commit
    assetflow does per lineage batch);
-4. one fresh DuckDB file, one table ``(asset, partition, data_version)``, **one** batched insert of
-   all rows from an Arrow table, commit, close.
+4. one fresh DuckDB file (with the 16 KiB blocks assetflow creates its stores with), one table
+   ``(asset, partition, data_version)``, **one** batched insert of all rows from an Arrow table, commit,
+   close.
 
 Any engine must at least run the user's functions, hash and durably store their values atomically
 and record which version each materialization produced; doing that with a bare loop and a single
@@ -99,7 +100,8 @@ def materialize(work: list[tuple[str, str | None]], data: Path, store: Path, fn:
     _syncfs(data)
     rows = pa.table({"asset": pa.array(assets, pa.string()), "partition": pa.array(partitions, pa.string()),
                      "data_version": pa.array(versions, pa.string())})
-    con = duckdb.connect(str(store))
+    # The same file settings as assetflow's new stores (any engine may choose them): 16 KiB blocks.
+    con = duckdb.connect(str(store), config={"default_block_size": "16384"})
     try:
         con.execute("BEGIN")
         con.execute("CREATE TABLE lineage (asset VARCHAR, partition VARCHAR, data_version VARCHAR)")

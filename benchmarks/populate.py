@@ -149,7 +149,8 @@ def _schema_v1_connection(store: Path) -> Iterator[Any]:
         with lineage.LineageStore(store).connect(write=True) as con:
             yield con
         return
-    con = duckdb.connect(str(store))
+    # Created as assetflow creates a store file (its block size), so figures read a file like users' own.
+    con = duckdb.connect(str(store), config=dict(getattr(lineage, "NEW_STORE_CONFIG", {})))
     try:
         con.execute(schema_v1)
         con.execute("INSERT INTO meta VALUES ('schema_version', '1')")

@@ -112,6 +112,31 @@ def test_head_inputs_follow_the_newest_materialization_only(tmp_path: Path) -> N
     assert store.head("c", "")["inputs"] == [{"up_asset": "a", "up_partition": "2024-01-02", "data_version": "a2"}]
 
 
+def _block_size(path: Path) -> int:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return int(con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0])
+
+
+def test_a_new_store_file_is_made_of_small_blocks(tmp_path: Path) -> None:
+    # 16 KiB blocks: a small store's checkpoint (every run's close, every remote upload) writes a tenth
+    # of what DuckDB's default 256 KiB blocks make it write.
+    path = tmp_path / "new.duckdb"
+    LineageStore(path).write(_batch([_attempt(1, "c", "", "materialized", "v1")], []))
+
+    assert _block_size(path) == 16384
+    assert path.stat().st_size < 1024 * 1024
+
+
+def test_a_store_file_made_with_other_blocks_keeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    duckdb.connect(str(path)).close()  # DuckDB's default 256 KiB blocks, as older assetflow made its files
+    store = LineageStore(path)
+    store.write(_batch([_attempt(1, "c", "", "materialized", "v1")], []))
+
+    assert _block_size(path) == 262144
+    assert store.snapshot(CATALOGUE).heads.column("data_version").to_pylist() == ["v1"]
+
+
 def test_a_snapshot_numbers_rows_outside_the_catalogue_minus_one(tmp_path: Path) -> None:
     store = LineageStore(tmp_path / "s.duckdb")
     store.write(_batch(
