@@ -78,7 +78,7 @@ def _floor_note(m: Measurement, sep: str) -> str:
 
 def _peers(m: Measurement, name: str) -> list[PeerFigure]:
     """Figures of peer ``name`` to show for ``m``: none for a floor (no engine there to compare with)."""
-    return [] if m.key.endswith(".floor") else [f for f in m.peers if f.peer.startswith(name)]
+    return [] if m.key.endswith((".floor", ".cli_floor")) else [f for f in m.peers if f.peer.startswith(name)]
 
 
 def _verdict(m: Measurement) -> str:
@@ -156,7 +156,8 @@ def markdown(workloads: list[Workload], meta: dict[str, Any], command: str) -> s
                          f"{target_cell} | {cells['dagster']} | {cells['prefect']} |")
     lines += ["", ("Ratios (×N) are assetflow's items per second over the peer's; ≈ marks a peer figure "
                    "extrapolated from a timed sample (stated in results.json). × N floor: assetflow's time over "
-                   "the floor's (the same work with no engine, measured alongside; benchmarks/floor.py)."), ""]
+                   "its mode's floor, measured alongside: in-process, the same work with no engine "
+                   "(benchmarks/floor.py); CLI, a process that only imports assetflow's dependencies."), ""]
     for wl in workloads:
         lines.append(f"- **{wl.id}** {wl.title} — {wl.shape}. {wl.method}.")
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ import fnmatch
 import json
 import shutil
 import statistics
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ def w3_shapes(quick: bool) -> list[Shape]:
 
 STALE_FRACTIONS = (0.0, 0.01, 0.10)
 
-QUICK_KEEP = ("W1.unpartitioned.cli", "W1.partitioned.inproc", "W1.*.floor", "W2.per_partition.inproc",
+QUICK_KEEP = ("W1.unpartitioned.cli", "W1.partitioned.inproc", "W1.*floor", "W2.per_partition.inproc",
               "W2.single_run.cli", "W3.*.0pct.inproc", "W3.*.10pct.cli", "W4.cli", "W5.*", "W6.*.inproc")
 """With ``--quick`` only these measurements run (every code path once: CLI and in-process, each workload)."""
 
@@ -243,6 +244,9 @@ def _both(ctx: Context, workload: str, key: str, label: str, items: int, unit: s
 # ---- W1 -----------------------------------------------------------------------------------------------
 
 FLOOR_LABEL = "floor: Python loop + atomic file writes + one batched DuckDB write (no engine)"
+DEPENDENCIES = ("duckdb", "pyarrow", "numpy", "pydantic", "rich", "xxhash", "fsspec", "orjson")
+"""assetflow's runtime dependencies (pyproject.toml): what any ``assetflow`` command imports."""
+CLI_FLOOR_LABEL = "CLI floor: a Python process that only imports assetflow's dependencies (no assetflow, no work)"
 
 
 def _floor_job(shape: Shape, key: str, store: Path, data: Path, cwd: Path, prepare: Prepare) -> Job:
@@ -259,11 +263,22 @@ def _floor_job(shape: Shape, key: str, store: Path, data: Path, cwd: Path, prepa
     return Job(m, inproc_cmd(spec), cwd, prepare, check)
 
 
+def _cli_floor_job(shape: Shape, key: str, cwd: Path) -> Job:
+    """The least any ``assetflow`` process takes, whatever it does: start the interpreter and import the
+    dependencies (:data:`DEPENDENCIES`). Its time over W1's items is the highest rate a whole CLI
+    process could reach with them — the measurement that puts a CLI figure's target out of reach."""
+    m = Measurement("W1", f"{key}.cli_floor", f"{shape.describe()} — {CLI_FLOOR_LABEL}", "cli", shape.items,
+                    "materializations", "mat/s")
+    return Job(m, [sys.executable, "-c", "import " + ", ".join(DEPENDENCIES)], cwd)
+
+
 def _floor_ratios(group: list[Measurement]) -> None:
-    """Record on the in-process figure of one W1 shape its time over that shape's floor."""
-    floor = next((m for m in group if m.key.endswith(".floor")), None)
+    """Record on each figure of one W1 shape its time over the floor of its mode (in-process: the
+    engine-less materializations; CLI: the dependencies' imports)."""
+    floors = {m.mode: m for m in group if m.key.endswith((".floor", ".cli_floor"))}
     for m in group:
-        if m.mode == "in-process" and m is not floor and floor and floor.median_s and m.median_s:
+        floor = floors.get(m.mode)
+        if floor is not None and m is not floor and floor.median_s and m.median_s:
             m.extra["floor_s"] = floor.median_s
             m.extra["floor_ratio"] = m.median_s / floor.median_s
 
@@ -277,7 +292,8 @@ def w1(ctx: Context) -> Workload:
                   "rate = materializations / s. The floor rows do the same materializations with no engine "
                   "(benchmarks/floor.py: a Python loop, xxh3 + atomic writes to content-addressed paths, one "
                   "syncfs, one batched DuckDB insert), in the same folders, round-robin with assetflow's runs; "
-                  "'× N floor' is the in-process time over the floor's")
+                  "'× N floor' is the in-process time over the floor's. The CLI floor rows time a Python "
+                  "process that only imports assetflow's dependencies: no CLI process can be faster")
     target = [Target("min_rate", 2000, "≥ 2,000 materializations/s")]
     for shape, key in ((unpart, "unpartitioned"), (part, "partitioned")):
         project = _project(ctx, shape.name, projects.layered_source(shape))
@@ -290,6 +306,7 @@ def w1(ctx: Context) -> Workload:
             cli_targets=target, inproc_targets=target, prepare=Prepare(run_dir),
             cli_check=_check_materialize(shape.items), inproc_check=_check_materialize(shape.items))
         jobs.append(_floor_job(shape, key, store, data, project.parent, Prepare(run_dir)))
+        jobs.append(_cli_floor_job(shape, key, project.parent))
         group = measure_group(ctx, jobs)
         _floor_ratios(group)
         wl.measurements += group

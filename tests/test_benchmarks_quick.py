@@ -37,6 +37,11 @@ def test_quick_benchmarks_produce_every_workload(tmp_path: Path) -> None:
             assert isinstance(m["peak_rss_mib"], Real) and m["peak_rss_mib"] > 0, f"{wid} {key}"
             assert len(m["runs_s"]) == 1
     assert results["meta"]["quick"] is True
+    # W1's figures sit beside the floor of their mode: the engine-less run in-process, the bare imports
+    # for a whole CLI process.
+    w1 = results["workloads"]["W1"]["measurements"]
+    assert w1["unpartitioned.cli"]["extra"]["floor_s"] == w1["unpartitioned.cli_floor"]["median_s"]
+    assert w1["partitioned.inproc"]["extra"]["floor_s"] == w1["partitioned.floor"]["median_s"]
     # Scratch folders are moved aside between runs and deleted once measuring is over.
     assert not list((tmp_path / "work").rglob(".bench-trash"))
 
