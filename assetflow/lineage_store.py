@@ -44,9 +44,9 @@ from .errors import StoreError, cannot_create_store
 SCHEMA_VERSION = 2
 NEW_STORE_CONFIG = {"default_block_size": "16384"}
 """DuckDB settings for creating a store file. 16 KiB blocks instead of the default 256 KiB: a new
-store's first checkpoint writes ~0.2 MB instead of ~2.6 MB (its close, 14 -> 10 ms here; and a remote
-store uploads that file after every commit), while a 365k-partition store plans as fast (0.38 vs
-0.39 s) in a file ~12 % larger. An existing file keeps the block size it was created with."""
+store's first checkpoint writes ~0.2 MB instead of ~2.6 MB (its close, 14 -> 10 ms here; and shared
+state uploads the whole file at each of its checkpoints), while a 365k-partition store plans as fast
+(0.38 vs 0.39 s) in a file ~12 % larger. An existing file keeps the block size it was created with."""
 _IN_PROCESS = threading.RLock()
 LOCK_WAIT_S = 30.0
 HOLD_S = 1.0
