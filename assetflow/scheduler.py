@@ -366,8 +366,7 @@ class Coordinator:
         if result.outcome == "materialized":
             for gid, stored in zip(unit.gids, result.stored):
                 self.produced[gid] = (stored.data_version, stored.path, stored.format)
-                mat_id = self._row(unit, gid, "materialized", result, stored=stored)
-                key = self.layout.keys[unit.asset][gid - unit.first]
+                mat_id, key = self._row(unit, gid, "materialized", result, stored=stored)
                 self.buffer.inputs.extend((mat_id, up_asset, up_key, dv, unit.asset, key)  # BATCH_INPUT_SCHEMA order
                                           for down, up_asset, up_key, dv in unit.consumed if down == gid)
                 self._report(unit, gid, "materialized", unit.attempt, stored.data_version, result.duration_s)
@@ -427,7 +426,7 @@ class Coordinator:
         key = self.layout.keys[unit.asset][gid - unit.first]
         self.reports[gid] = StepReport(unit.asset, external(key), outcome, attempts, dv, round(duration, 6), error)
 
-    def _row(self, unit: _Unit, gid: int, outcome: str, result: AttemptResult | None, stored: Any = None, data_version: str | None = None) -> int:
+    def _row(self, unit: _Unit, gid: int, outcome: str, result: AttemptResult | None, stored: Any = None, data_version: str | None = None) -> tuple[int, str]:
         mat_id = self._next_mat_id
         self._next_mat_id += 1
         key = self.layout.keys[unit.asset][gid - unit.first]
@@ -446,7 +445,7 @@ class Coordinator:
         self.buffer.attempts.append((  # ATTEMPT_SCHEMA order
             mat_id, self.run_id, asset, key, unit.attempt, outcome, started, duration, error, trace, logs,
             code_version, config_hash, data_version, path, fmt, size, metadata))
-        return mat_id
+        return mat_id, key  # the key too: a success's input rows carry it (BATCH_INPUT_SCHEMA)
 
     # ---- tasks --------------------------------------------------------------------------------------
 
